@@ -1,0 +1,80 @@
+# capturelab: the README's two commands are `make lab` and `make test`; both set everything up.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INVENTORY ?= inventory/sim
+# Roles that have molecule scenarios; each scenario runs create/converge/idempotence/verify/destroy.
+MOLECULE_ROLES := $(patsubst roles/%/molecule/,%,$(sort $(dir $(wildcard roles/*/molecule/*/molecule.yml))))
+MOLECULE_ROLES := $(sort $(foreach d,$(MOLECULE_ROLES),$(firstword $(subst /, ,$(d)))))
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
+export ANSIBLE_FORCE_COLOR ?= 0
+export PY_COLORS ?= 0
+
+.PHONY: help venv lint unit engine images molecule test lab lab-up lab-provision lab-report lab-down
+
+help:
+	@echo "make lab       bring up the sim lab, provision it (twice: idempotence) and write a report"
+	@echo "make test      lint, unit tests and molecule for every role (what CI runs)"
+	@echo "make lab-down  remove every container, network, VM and state file of the lab"
+
+# The venv is rebuilt when the dependency pins change. Nothing is installed outside it here.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade 'pip>=24'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	yamllint --strict .
+	ansible-lint
+	ruff check .
+	mypy
+
+unit: venv
+	pytest tests
+
+# Container engine, qemu and debootstrap (installed from OS packages when root on Debian).
+engine: venv
+	capturelab lab engine --arm64
+
+# Node images for molecule, rebuilt only when their recipe changed.
+images: engine
+	capturelab lab images --arch amd64 --arch arm64
+
+molecule: images
+	@for role in $(MOLECULE_ROLES); do \
+	  echo "== molecule: $$role"; \
+	  (cd roles/$$role && molecule test --all) || exit 1; \
+	done
+
+test: lint unit molecule
+
+# The lab: on any failure everything it created is removed again (KEEP=1 keeps it to debug).
+lab: venv
+	@$(MAKE) --no-print-directory lab-up lab-provision lab-report || { \
+	  status=$$?; \
+	  if [ "$${KEEP:-0}" != 1 ]; then $(MAKE) --no-print-directory lab-down; fi; \
+	  exit $$status; }
+
+lab-up: venv
+	capturelab lab up --inventory $(INVENTORY)
+	ansible all -i $(INVENTORY) -m ansible.builtin.ping
+
+lab-provision: venv
+	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --twice
+
+lab-report: venv
+	capturelab report --inventory $(INVENTORY)
+
+lab-down:
+	@if [ -x $(BIN)/capturelab ]; then capturelab lab down; \
+	else $(MAKE) --no-print-directory venv && $(BIN)/capturelab lab down; fi

@@ -1,0 +1,57 @@
+"""The ``capturelab`` command line. Each tier registers its own subcommands here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from capturelab import __version__
+from capturelab.errors import CapturelabError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lab_handlers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from capturelab.lab import cli as lab_cli  # the harness pulls in docker; import lazily
+
+    lab_cli.register(sub)
+
+
+def _report_handlers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from capturelab.report import cli as report_cli
+
+    report_cli.register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capturelab",
+        description="Consented computer-use telemetry testbed: lab, tiers, validation.",
+    )
+    parser.add_argument("--version", action="version", version=f"capturelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _lab_handlers(sub)
+    _report_handlers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except CapturelabError as exc:
+        print(f"capturelab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("capturelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

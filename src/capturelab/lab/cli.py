@@ -1,0 +1,163 @@
+"""``capturelab lab ...``: bring the sim lab up and down, build its images, show its state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from capturelab.lab import containers, engine
+from capturelab.lab.images import ARCHES, NodeImage, StorageVmImage
+from capturelab.lab.inventory import LabInventory, load_inventory
+from capturelab.lab.paths import LabPaths
+from capturelab.lab.process import say
+from capturelab.lab.provision import check_idempotent, run_playbook
+from capturelab.lab.vm import LabVm, stop_all
+
+DEFAULT_INVENTORY = Path("inventory/sim")
+
+
+def _inventory(args: argparse.Namespace, paths: LabPaths) -> LabInventory:
+    path = Path(args.inventory)
+    if not path.is_absolute():
+        path = paths.repo / path
+    return load_inventory(path)
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    paths = LabPaths.find()
+    engine.ensure_all(paths.state, need_arm64=args.arm64)
+    say("host tools and docker engine ready")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    paths = LabPaths.find()
+    arches: list[str] = args.arch or list(ARCHES)
+    engine.ensure_all(paths.state, need_arm64="arm64" in arches)
+    for arch in arches:
+        print(NodeImage(paths, arch).ensure())
+    if args.vm:
+        print(StorageVmImage(paths).ensure().disk)
+    return 0
+
+
+def bring_up(paths: LabPaths, inv: LabInventory) -> None:
+    engine.ensure_all(paths.state, need_arm64="arm64" in inv.arches())
+    images = {arch: NodeImage(paths, arch).ensure() for arch in sorted(inv.arches())}
+    vm_image = StorageVmImage(paths).ensure() if inv.vms else None
+    containers.ensure_network(inv)
+    for node in inv.containers:
+        containers.start_container(inv, node, images[node.arch])
+    for node in inv.vms:
+        assert vm_image is not None  # noqa: S101 - built above whenever a VM exists
+        LabVm(paths, node).start(vm_image)
+    for node in inv.containers:
+        containers.wait_booted(node)
+    for node in inv.vms:
+        LabVm(paths, node).wait_ssh()
+
+
+def tear_down(paths: LabPaths) -> list[str]:
+    removed = [f"vm {name}" for name in stop_all(paths)]
+    removed += containers.remove_all()
+    if paths.state.exists():
+        shutil.rmtree(paths.state, ignore_errors=True)
+        removed.append(f"state {paths.state}")
+    return removed
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    paths = LabPaths.find()
+    inv = _inventory(args, paths)
+    try:
+        bring_up(paths, inv)
+    except BaseException:
+        if not args.keep_on_failure:
+            say("lab up failed: removing what it created (use --keep-on-failure to inspect)")
+            tear_down(paths)
+        raise
+    say(f"sim lab up: {len(inv.containers)} containers, {len(inv.vms)} VM(s)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    paths = LabPaths.find()
+    removed = tear_down(paths)
+    for item in removed:
+        say(f"removed {item}")
+    if args.purge_images:
+        out = containers.remove_images()
+        removed += out
+        cache = paths.cache
+        if cache.exists():
+            shutil.rmtree(cache, ignore_errors=True)
+            say(f"removed cache {cache}")
+    if not removed:
+        say("nothing of the lab was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    paths = LabPaths.find()
+    inv = _inventory(args, paths)
+    rows = []
+    for node in inv.nodes:
+        if node.platform == "container":
+            state = containers.container_state(node) or "absent"
+        else:
+            state = "running" if LabVm(paths, node).pid() is not None else "absent"
+        rows.append({"node": node.name, "platform": node.platform, "arch": node.arch,
+                     "groups": list(node.groups), "state": state})
+    print(json.dumps(rows, indent=2))
+    return 0 if all(r["state"] == "running" for r in rows) else 1
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    inventory = Path(args.inventory)
+    playbook = Path(args.playbook)
+    first = run_playbook(inventory, playbook)
+    say(f"first run: {sum(r.changed for r in first.values())} change(s) on {len(first)} host(s)")
+    if args.twice:
+        second = run_playbook(inventory, playbook)
+        check_idempotent(second)
+        say(f"second run: changed=0 on all {len(second)} hosts (idempotent)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = sub.add_parser("lab", help="the sim lab: containers and a VM on this machine")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    def with_inventory(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--inventory", "-i", default=str(DEFAULT_INVENTORY),
+                       help="the sim inventory (default: inventory/sim)")
+        return p
+
+    p = lab_sub.add_parser("engine", help="install/start the container engine and qemu if missing")
+    p.add_argument("--arm64", action="store_true", help="also require arm64 emulation (binfmt)")
+    p.set_defaults(handler=cmd_engine)
+
+    p = lab_sub.add_parser("images", help="build the node (and VM) images whose recipe changed")
+    p.add_argument("--arch", action="append", choices=ARCHES, help="node image arch (repeatable)")
+    p.add_argument("--vm", action="store_true", help="also build the storage VM image")
+    p.set_defaults(handler=cmd_images)
+
+    p = with_inventory(lab_sub.add_parser("up", help="start every node of the sim inventory"))
+    p.add_argument("--keep-on-failure", action="store_true",
+                   help="leave what was started when a step fails (default: remove it)")
+    p.set_defaults(handler=cmd_up)
+
+    p = lab_sub.add_parser("down", help="remove every container, network, VM and state file")
+    p.add_argument("--purge-images", action="store_true", help="also remove built images and caches")
+    p.set_defaults(handler=cmd_down)
+
+    p = with_inventory(lab_sub.add_parser("provision", help="run a playbook; --twice proves idempotence"))
+    p.add_argument("--playbook", default="playbooks/provision.yml")
+    p.add_argument("--twice", action="store_true", help="run again and require changed=0 everywhere")
+    p.set_defaults(handler=cmd_provision)
+
+    p = with_inventory(lab_sub.add_parser("status", help="each node's state as JSON"))
+    p.set_defaults(handler=cmd_status)
+

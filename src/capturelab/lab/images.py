@@ -1,0 +1,290 @@
+"""Building the lab's base images from the pyinfra recipes in ``images/``, cached by recipe hash.
+
+Node images (containers, amd64 and arm64):
+    debootstrap rootfs (images/rootfs.py, @local) -> ``docker import`` -> customise
+    (images/node.py, @docker/<container>) -> ``docker commit`` as ``capturelab/node:<arch>-<hash>``,
+    also tagged ``capturelab/node:<arch>`` (what molecule platforms name).
+The storage VM image:
+    debootstrap rootfs with a Debian kernel (images/rootfs.py) -> customise (images/storage_vm.py,
+    @chroot/<rootfs>) -> ``mkfs.ext4 -d`` into a raw disk, plus the kernel and initrd beside it,
+    in ``<cache>/vm/<hash>/``.
+The hash covers the recipe files and every parameter that changes the result, so an image is
+rebuilt exactly when its recipe changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capturelab.errors import CapturelabError, InputError
+from capturelab.lab.paths import LabPaths
+from capturelab.lab.process import run, say, succeeds
+
+SUITE = "bookworm"
+ARCHES = ("amd64", "arm64")
+# Bumped when the build procedure in this module changes in a way the recipe files do not show.
+BUILD_FORMAT = 1
+
+NODE_PACKAGES = (
+    "python3",
+    "python3-apt",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "sudo",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+)
+VM_PACKAGES = (
+    *NODE_PACKAGES,
+    "linux-image-amd64",
+    "initramfs-tools",
+    "kmod",
+    "udev",
+    "openssh-server",
+    "mdadm",
+    "xfsprogs",
+)
+VM_DISK_SIZE = "6G"
+# docker 20.10 (Debian's docker.io) accepts only CMD/ENV/... here, not STOPSIGNAL: the harness
+# passes --stop-signal SIGRTMIN+3 when it runs a node (systemd's orderly shutdown signal).
+NODE_IMAGE_CONFIG = (
+    'CMD ["/lib/systemd/systemd"]',
+    "ENV container=docker",
+)
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (CAPTURELAB_DEBIAN_MIRROR overrides)."""
+    override = os.environ.get("CAPTURELAB_DEBIAN_MIRROR")
+    if override:
+        return override.rstrip("/")
+    sources: list[Path] = [Path("/etc/apt/sources.list")]
+    sources_d = Path("/etc/apt/sources.list.d")
+    if sources_d.is_dir():
+        sources.extend(sorted(sources_d.iterdir()))
+    for path in sources:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split()
+            uris = [w for w in words if w.startswith(("http://", "https://"))]
+            for uri in uris:
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+def recipe_hash(files: list[Path], params: dict[str, object]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": BUILD_FORMAT, **params}, sort_keys=True).encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def pyinfra_bin() -> str:
+    """The pyinfra next to this interpreter (the project venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "pyinfra"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("pyinfra")
+    if not found:
+        raise CapturelabError("pyinfra is not installed: run `make venv` (it is a lab dependency)")
+    return found
+
+
+def pyinfra_deploy(paths: LabPaths, target: str, deploy: str, data: dict[str, str], what: str) -> None:
+    """Run ``images/<deploy>`` against ``target`` (``@local``, ``@docker/ID``, ``@chroot/DIR``).
+
+    Runs from images/ (so the recipes import ``debian_base``) with -vvv, so long commands such
+    as debootstrap show their progress instead of a silent minute.
+    """
+    argv = [pyinfra_bin(), "-y", "-vvv", target, deploy]
+    for key, value in data.items():
+        argv += ["--data", f"{key}={value}"]
+    run(argv, what=what, cwd=str(paths.images))
+
+
+@dataclass
+class NodeImage:
+    paths: LabPaths
+    arch: str
+    mirror: str = field(default_factory=debian_mirror)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHES:
+            raise InputError(f"lab_arch: {self.arch!r} is not one of {', '.join(ARCHES)}")
+
+    @property
+    def recipe_files(self) -> list[Path]:
+        return [self.paths.images / n for n in ("rootfs.py", "debian_base.py", "node.py")]
+
+    @property
+    def hash(self) -> str:
+        return recipe_hash(
+            self.recipe_files,
+            {"arch": self.arch, "suite": SUITE, "packages": NODE_PACKAGES, "config": NODE_IMAGE_CONFIG},
+        )
+
+    @property
+    def tag(self) -> str:
+        return f"capturelab/node:{self.arch}-{self.hash}"
+
+    @property
+    def alias(self) -> str:
+        return f"capturelab/node:{self.arch}"
+
+    def exists(self) -> bool:
+        return succeeds(["docker", "image", "inspect", self.tag])
+
+    def ensure(self) -> str:
+        """Build the image unless its recipe hash is already built; return the tag."""
+        if self.exists():
+            say(f"node image {self.tag} is current (recipe unchanged)")
+        else:
+            self._build()
+        run(["docker", "tag", self.tag, self.alias], what=f"tag {self.alias}", stream=False)
+        return self.tag
+
+    def _build(self) -> None:
+        rootfs = self.paths.cache / "rootfs" / f"node-{self.arch}-{self.hash}"
+        rootfs_tag = f"capturelab/rootfs:{self.arch}-{self.hash}"
+        builder = f"capturelab-build-{self.arch}-{self.hash}"
+        say(f"building node image {self.tag} (debootstrap {SUITE} {self.arch}; arm64 takes minutes)")
+        pyinfra_deploy(
+            self.paths, "@local", "rootfs.py",
+            {"arch": self.arch, "suite": SUITE, "mirror": self.mirror,
+             "target": str(rootfs), "include": ",".join(NODE_PACKAGES)},
+            what=f"rootfs {self.arch}",
+        )
+        subprocess.run(["docker", "rm", "-f", builder], capture_output=True, check=False)
+        try:
+            _docker_import(rootfs, rootfs_tag, NODE_IMAGE_CONFIG)
+            run(
+                ["docker", "run", "-d", "--name", builder, "--network", "host",
+                 rootfs_tag, "sleep", "infinity"],
+                what="start build container",
+                stream=False,
+            )
+            pyinfra_deploy(
+                self.paths, f"@docker/{builder}", "node.py",
+                {"suite": SUITE, "mirror": self.mirror},
+                what=f"customise node image {self.arch}",
+            )
+            commit = ["docker", "commit"]
+            for change in NODE_IMAGE_CONFIG:
+                commit += ["--change", change]
+            run([*commit, builder, self.tag], what=f"commit {self.tag}", stream=False)
+        finally:
+            subprocess.run(["docker", "rm", "-f", builder], capture_output=True, check=False)
+            subprocess.run(["docker", "rmi", rootfs_tag], capture_output=True, check=False)
+        # Only a successful build discards the rootfs; a failed one is resumed from it.
+        shutil.rmtree(rootfs, ignore_errors=True)
+        say(f"node image {self.tag} built")
+
+
+def _docker_import(rootfs: Path, tag: str, changes: tuple[str, ...]) -> None:
+    argv = ["docker", "import"]
+    for change in changes:
+        argv += ["--change", change]
+    argv += ["-", tag]
+    say(f"docker import {rootfs} as {tag}")
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    try:
+        imported = subprocess.run(argv, stdin=tar.stdout, capture_output=True, check=False)
+    finally:
+        if tar.stdout:
+            tar.stdout.close()
+        tar_rc = tar.wait()
+    if tar_rc != 0 or imported.returncode != 0:
+        raise CapturelabError(
+            f"docker import of {rootfs} failed (tar exit {tar_rc}, import exit "
+            f"{imported.returncode}): {imported.stderr.decode(errors='replace').strip()}"
+        )
+
+
+@dataclass(frozen=True)
+class VmArtifacts:
+    disk: Path
+    kernel: Path
+    initrd: Path
+
+
+@dataclass
+class StorageVmImage:
+    paths: LabPaths
+    mirror: str = field(default_factory=debian_mirror)
+
+    @property
+    def recipe_files(self) -> list[Path]:
+        return [self.paths.images / n for n in ("rootfs.py", "debian_base.py", "storage_vm.py")]
+
+    @property
+    def hash(self) -> str:
+        return recipe_hash(
+            self.recipe_files,
+            {"arch": "amd64", "suite": SUITE, "packages": VM_PACKAGES, "disk": VM_DISK_SIZE},
+        )
+
+    @property
+    def directory(self) -> Path:
+        return self.paths.cache / "vm" / f"storage-{self.hash}"
+
+    def artifacts(self) -> VmArtifacts:
+        d = self.directory
+        return VmArtifacts(disk=d / "disk.raw", kernel=d / "vmlinuz", initrd=d / "initrd.img")
+
+    def exists(self) -> bool:
+        return (self.directory / "complete").exists()
+
+    def ensure(self) -> VmArtifacts:
+        if self.exists():
+            say(f"storage VM image {self.directory.name} is current (recipe unchanged)")
+            return self.artifacts()
+        rootfs = self.paths.cache / "rootfs" / f"vm-{self.hash}"
+        say(f"building storage VM image {self.directory.name} (debootstrap + Debian kernel)")
+        pyinfra_deploy(
+            self.paths, "@local", "rootfs.py",
+            {"arch": "amd64", "suite": SUITE, "mirror": self.mirror,
+             "target": str(rootfs), "include": ",".join(VM_PACKAGES)},
+            what="rootfs storage VM",
+        )
+        pyinfra_deploy(
+            self.paths, f"@chroot{rootfs}", "storage_vm.py",
+            {"suite": SUITE, "mirror": self.mirror},
+            what="customise storage VM rootfs",
+        )
+        tmp = self.directory.with_name(self.directory.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise CapturelabError(f"storage VM rootfs {rootfs} has no kernel or initrd in /boot")
+        shutil.copy2(kernels[-1], tmp / "vmlinuz")
+        shutil.copy2(initrds[-1], tmp / "initrd.img")
+        marker = rootfs / ".capturelab-rootfs-complete"
+        marker.unlink(missing_ok=True)
+        run(
+            ["mkfs.ext4", "-q", "-F", "-L", "capturelab-root", "-d", str(rootfs),
+             str(tmp / "disk.raw"), VM_DISK_SIZE],
+            what="storage VM root disk (mkfs.ext4 -d)",
+            stream=False,
+        )
+        (tmp / "complete").write_text(self.hash + "\n")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        tmp.rename(self.directory)
+        shutil.rmtree(rootfs, ignore_errors=True)
+        say(f"storage VM image built in {self.directory}")
+        return self.artifacts()

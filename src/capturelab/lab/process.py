@@ -1,0 +1,82 @@
+"""Running external commands for the harness: every long step shows its output as it goes."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from capturelab.errors import CapturelabError
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, so stdout stays clean for machine-readable output."""
+    print(f"[capturelab {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stream: bool = True,
+    input_bytes: bytes | None = None,
+    timeout: float | None = None,
+) -> str:
+    """Run ``argv``; stream its output when ``stream`` (long steps), else capture and return it.
+
+    A failure raises CapturelabError naming ``what`` was being done, the command and the end of
+    its output, so the user sees the reason without re-running anything.
+    """
+    say(f"{what}: {shlex.join(argv)}")
+    started = time.monotonic()
+    try:
+        if stream:
+            proc = subprocess.run(
+                argv,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                input=input_bytes,
+                timeout=timeout,
+                check=False,
+            )
+            output = ""
+        else:
+            proc = subprocess.run(
+                argv,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                input=input_bytes,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+            output = proc.stdout.decode(errors="replace")
+    except FileNotFoundError as exc:
+        raise CapturelabError(f"{what}: command not found: {argv[0]}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CapturelabError(f"{what}: timed out after {timeout:.0f} s: {shlex.join(argv)}") from exc
+    if proc.returncode != 0:
+        tail = ""
+        if not stream:
+            err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()[-15:]
+            tail = "\n" + "\n".join(err) if err else ""
+        raise CapturelabError(
+            f"{what} failed (exit {proc.returncode}): {shlex.join(argv)}{tail}"
+        )
+    if stream:
+        say(f"{what}: done in {time.monotonic() - started:.0f} s")
+    return output
+
+
+def succeeds(argv: Sequence[str], timeout: float = 30) -> bool:
+    """True when ``argv`` exits 0; a missing program counts as failure."""
+    try:
+        return (
+            subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False

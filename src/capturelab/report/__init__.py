@@ -1,0 +1,1 @@
+"""The validation report: results from every suite rendered as JSON and Markdown."""
