@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_version_console_script(tool_env: dict[str, str]):
-    out = subprocess.run(["capturelab", "--version"], env=tool_env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["capturelab", "--version"], env=tool_env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == f"capturelab {__version__}"
     assert __version__ != "0.0.0+unknown"
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from capturelab.errors import EnvironmentProblem
+from capturelab.errors import HostEnvironmentError
 from capturelab.lab import engine
 from capturelab.lab.engine import HostFacts
 
 
 def test_missing_engine_not_root_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setattr(engine, "engine_running", lambda: False)
-    with pytest.raises(EnvironmentProblem) as err:
+    with pytest.raises(HostEnvironmentError) as err:
         engine.ensure_engine(tmp_path, HostFacts(is_root=False, is_debian_like=True))
     msg = str(err.value)
     assert "docker info" in msg
@@ -22,7 +22,7 @@ def test_missing_engine_not_root_names_the_install(monkeypatch: pytest.MonkeyPat
 
 def test_missing_tools_not_debian(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(engine, "missing_packages", lambda: ["qemu-system-x86", "debootstrap"])
-    with pytest.raises(EnvironmentProblem, match="qemu-system-x86 debootstrap"):
+    with pytest.raises(HostEnvironmentError, match="qemu-system-x86 debootstrap"):
         engine.ensure_host_tools(HostFacts(is_root=True, is_debian_like=False))
 
 

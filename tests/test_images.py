@@ -45,7 +45,7 @@ def test_recipe_hash_depends_on_params(tmp_path: Path):
 
 
 def test_unknown_arch_is_named():
-    with pytest.raises(InputError, match="lab_arch: 'riscv64'"):
+    with pytest.raises(InputError, match=r"lab_arch: 'riscv64'"):
         NodeImage(LabPaths(REPO), "riscv64", mirror="x")
 
 
@@ -79,5 +79,5 @@ def test_paths_find_repo_from_subfolder():
 
 
 def test_paths_outside_repo(tmp_path: Path):
-    with pytest.raises(InputError, match="images/rootfs.py"):
+    with pytest.raises(InputError, match=r"images/rootfs\.py"):
         LabPaths.find(tmp_path)

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists())
+ROLES = sorted(
+    p.name for p in (REPO / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists()
+)
 PLAYBOOK = REPO / "tests" / "playbooks" / "validate_inventory.yml"
 
 

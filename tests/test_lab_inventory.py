@@ -18,13 +18,29 @@ def _dump() -> dict[str, Any]:
     return {
         "_meta": {
             "hostvars": {
-                "c1": {"lab_platform": "container", "lab_arch": "arm64", "lab_ipv4": "172.30.57.11",
-                       "lab_network": "capturelab", "lab_subnet": "172.30.57.0/24"},
-                "g1": {"lab_platform": "container", "lab_arch": "amd64", "lab_ipv4": "172.30.57.21",
-                       "lab_network": "capturelab", "lab_subnet": "172.30.57.0/24"},
-                "s1": {"lab_platform": "vm", "lab_arch": "amd64", "lab_ssh_port": 2222,
-                       "lab_nvme_drives": 8, "lab_nvme_size": "1G",
-                       "lab_network": "capturelab", "lab_subnet": "172.30.57.0/24"},
+                "c1": {
+                    "lab_platform": "container",
+                    "lab_arch": "arm64",
+                    "lab_ipv4": "172.30.57.11",
+                    "lab_network": "capturelab",
+                    "lab_subnet": "172.30.57.0/24",
+                },
+                "g1": {
+                    "lab_platform": "container",
+                    "lab_arch": "amd64",
+                    "lab_ipv4": "172.30.57.21",
+                    "lab_network": "capturelab",
+                    "lab_subnet": "172.30.57.0/24",
+                },
+                "s1": {
+                    "lab_platform": "vm",
+                    "lab_arch": "amd64",
+                    "lab_ssh_port": 2222,
+                    "lab_nvme_drives": 8,
+                    "lab_nvme_size": "1G",
+                    "lab_network": "capturelab",
+                    "lab_subnet": "172.30.57.0/24",
+                },
             }
         },
         "all": {"children": ["collectors", "gateways", "storage"]},
@@ -62,7 +78,11 @@ def test_valid_dump():
         ("c1", {"lab_platform": "pod"}, "c1: lab_platform"),
         ("c1", {"lab_arch": "riscv64"}, "c1: lab_arch"),
         ("c1", {"lab_ipv4": "300.1.1.1"}, "c1: lab_ipv4"),
-        ("c1", {"lab_ipv4": "10.0.0.5"}, "c1: lab_ipv4 10.0.0.5 is not a host address in lab_subnet"),
+        (
+            "c1",
+            {"lab_ipv4": "10.0.0.5"},
+            "c1: lab_ipv4 10.0.0.5 is not a host address in lab_subnet",
+        ),
         ("c1", {"lab_ipv4": "172.30.57.1"}, "bridge gateway"),
         ("g1", {"lab_ipv4": "172.30.57.11"}, "g1: lab_ipv4 172.30.57.11 is already used by c1"),
         ("s1", {"lab_ssh_port": "ssh"}, "s1: lab_ssh_port must be an integer"),
@@ -83,7 +103,7 @@ def test_bad_subnet_named():
     data = _dump()
     for hv in data["_meta"]["hostvars"].values():
         hv["lab_subnet"] = "8.8.8.0/24"
-    with pytest.raises(InputError, match="lab_subnet: 8.8.8.0/24 must be a private range"):
+    with pytest.raises(InputError, match=r"lab_subnet: 8\.8\.8\.0/24 must be a private range"):
         parse_inventory(Path("x"), data)
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the recap below is verbatim Ansible output
 """Reading Ansible's PLAY RECAP, which decides idempotence in `make lab`."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import pytest
 from capturelab.errors import CapturelabError
 from capturelab.lab.provision import check_idempotent, parse_recap
 
+# Verbatim ansible output (long lines).
 RECAP = """
 PLAY [Baseline on every node] ****
 

@@ -58,7 +58,11 @@ def test_report_folder(tmp_path: Path):
     md = (folder / "report.md").read_text()
     assert "| collector-01 | collectors | yes | aarch64 | Debian 12.12 | 6.18.44 | docker |" in md
     assert "FAIL" in md
-    assert [r.node for r in read_results(folder / "results.json")] == ["collector-01", "gpu-01", "storage-01"]
+    assert [r.node for r in read_results(folder / "results.json")] == [
+        "collector-01",
+        "gpu-01",
+        "storage-01",
+    ]
     assert json.loads((folder / "nodes.json").read_text())[0]["name"] == "collector-01"
     assert exit_code(results) == 1
     # A second report moves 'latest' without touching the first.

@@ -8,20 +8,10 @@ from collections.abc import Callable, Sequence
 
 from capturelab import __version__
 from capturelab.errors import CapturelabError
+from capturelab.lab import cli as lab_cli
+from capturelab.report import cli as report_cli
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _lab_handlers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from capturelab.lab import cli as lab_cli  # the harness pulls in docker; import lazily
-
-    lab_cli.register(sub)
-
-
-def _report_handlers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from capturelab.report import cli as report_cli
-
-    report_cli.register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"capturelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _lab_handlers(sub)
-    _report_handlers(sub)
+    lab_cli.register(sub)
+    report_cli.register(sub)
     return parser
 
 

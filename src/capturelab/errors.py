@@ -13,7 +13,7 @@ class InputError(CapturelabError):
     exit_code = 2
 
 
-class EnvironmentProblem(CapturelabError):
+class HostEnvironmentError(CapturelabError):
     """The machine lacks something (an engine, a tool, a permission): exit 2, with what to install."""
 
     exit_code = 2

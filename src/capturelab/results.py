@@ -40,11 +40,17 @@ class Result:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise InputError(f"result {self.suite}/{self.check}: status {self.status!r} is not one of {STATUSES}")
+            raise InputError(
+                f"result {self.suite}/{self.check}: status {self.status!r} is not one of {STATUSES}"
+            )
         if self.source not in SOURCES:
-            raise InputError(f"result {self.suite}/{self.check}: source {self.source!r} is not one of {SOURCES}")
+            raise InputError(
+                f"result {self.suite}/{self.check}: source {self.source!r} is not one of {SOURCES}"
+            )
         if self.status == "skip" and not self.detail:
-            raise InputError(f"result {self.suite}/{self.check}: a skip must say why (detail is empty)")
+            raise InputError(
+                f"result {self.suite}/{self.check}: a skip must say why (detail is empty)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -108,8 +108,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             state = containers.container_state(node) or "absent"
         else:
             state = "running" if LabVm(paths, node).pid() is not None else "absent"
-        rows.append({"node": node.name, "platform": node.platform, "arch": node.arch,
-                     "groups": list(node.groups), "state": state})
+        rows.append(
+            {
+                "node": node.name,
+                "platform": node.platform,
+                "arch": node.arch,
+                "groups": list(node.groups),
+                "state": state,
+            }
+        )
     print(json.dumps(rows, indent=2))
     return 0 if all(r["state"] == "running" for r in rows) else 1
 
@@ -131,8 +138,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
 
     def with_inventory(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--inventory", "-i", default=str(DEFAULT_INVENTORY),
-                       help="the sim inventory (default: inventory/sim)")
+        p.add_argument(
+            "--inventory",
+            "-i",
+            default=str(DEFAULT_INVENTORY),
+            help="the sim inventory (default: inventory/sim)",
+        )
         return p
 
     p = lab_sub.add_parser("engine", help="install/start the container engine and qemu if missing")
@@ -145,19 +156,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_images)
 
     p = with_inventory(lab_sub.add_parser("up", help="start every node of the sim inventory"))
-    p.add_argument("--keep-on-failure", action="store_true",
-                   help="leave what was started when a step fails (default: remove it)")
+    p.add_argument(
+        "--keep-on-failure",
+        action="store_true",
+        help="leave what was started when a step fails (default: remove it)",
+    )
     p.set_defaults(handler=cmd_up)
 
     p = lab_sub.add_parser("down", help="remove every container, network, VM and state file")
-    p.add_argument("--purge-images", action="store_true", help="also remove built images and caches")
+    p.add_argument(
+        "--purge-images", action="store_true", help="also remove built images and caches"
+    )
     p.set_defaults(handler=cmd_down)
 
-    p = with_inventory(lab_sub.add_parser("provision", help="run a playbook; --twice proves idempotence"))
+    p = with_inventory(
+        lab_sub.add_parser("provision", help="run a playbook; --twice proves idempotence")
+    )
     p.add_argument("--playbook", default="playbooks/provision.yml")
-    p.add_argument("--twice", action="store_true", help="run again and require changed=0 everywhere")
+    p.add_argument(
+        "--twice", action="store_true", help="run again and require changed=0 everywhere"
+    )
     p.set_defaults(handler=cmd_provision)
 
     p = with_inventory(lab_sub.add_parser("status", help="each node's state as JSON"))
     p.set_defaults(handler=cmd_status)
-

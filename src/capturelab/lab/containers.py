@@ -16,16 +16,26 @@ from capturelab.lab.process import run, say
 
 LAB_LABEL = "capturelab.lab=sim"
 SYSTEMD_RUN_ARGS = (
-    "--cap-add", "SYS_ADMIN",
-    "--cap-add", "NET_ADMIN",
-    "--security-opt", "seccomp=unconfined",
-    "--security-opt", "apparmor=unconfined",
-    "--tmpfs", "/run",
-    "--tmpfs", "/run/lock",
-    "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-    "--cgroupns", "host",
-    "--env", "container=docker",
-    "--stop-signal", "SIGRTMIN+3",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "--volume",
+    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--cgroupns",
+    "host",
+    "--env",
+    "container=docker",
+    "--stop-signal",
+    "SIGRTMIN+3",
 )
 # arm64 under qemu-user ends 'degraded' (systemd-sysusers, tmpfiles under emulation): both count.
 BOOTED_STATES = ("running", "degraded")
@@ -45,8 +55,18 @@ def ensure_network(inv: LabInventory) -> None:
             )
         return
     run(
-        ["docker", "network", "create", "--driver", "bridge", "--subnet", str(inv.subnet),
-         "--label", LAB_LABEL, inv.network],
+        [
+            "docker",
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            str(inv.subnet),
+            "--label",
+            LAB_LABEL,
+            inv.network,
+        ],
         what=f"create lab network {inv.network} ({inv.subnet})",
         stream=False,
     )
@@ -67,13 +87,21 @@ def start_container(inv: LabInventory, node: LabNode, image: str) -> None:
     assert node.ipv4 is not None  # noqa: S101 - validated by the inventory parser
     run(
         [
-            "docker", "run", "--detach",
-            "--name", node.container_name,
-            "--hostname", node.name,
-            "--network", inv.network,
-            "--ip", node.ipv4,
-            "--label", LAB_LABEL,
-            "--label", f"capturelab.node={node.name}",
+            "docker",
+            "run",
+            "--detach",
+            "--name",
+            node.container_name,
+            "--hostname",
+            node.name,
+            "--network",
+            inv.network,
+            "--ip",
+            node.ipv4,
+            "--label",
+            LAB_LABEL,
+            "--label",
+            f"capturelab.node={node.name}",
             *SYSTEMD_RUN_ARGS,
             image,
         ],

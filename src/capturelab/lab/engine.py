@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from capturelab.errors import EnvironmentProblem
+from capturelab.errors import HostEnvironmentError
 from capturelab.lab.process import run, say, succeeds
 
 # Debian package -> a program it provides, checked with shutil.which.
@@ -64,7 +64,7 @@ def ensure_host_tools(facts: HostFacts | None = None) -> None:
     if not missing:
         return
     if not (facts.is_root and facts.is_debian_like):
-        raise EnvironmentProblem(install_instruction(missing))
+        raise HostEnvironmentError(install_instruction(missing))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-q"], what="apt-get update (host)", env=env)
     run(
@@ -74,7 +74,7 @@ def ensure_host_tools(facts: HostFacts | None = None) -> None:
     )
     still = missing_packages()
     if still:
-        raise EnvironmentProblem(install_instruction(still))
+        raise HostEnvironmentError(install_instruction(still))
 
 
 def engine_running() -> bool:
@@ -87,24 +87,23 @@ def ensure_engine(state_dir: Path, facts: HostFacts | None = None) -> None:
         return
     facts = facts or HostFacts.probe()
     if not (facts.is_root and facts.is_debian_like):
-        raise EnvironmentProblem(
-            "`docker info` failed: no Docker engine is reachable. " + install_instruction(["docker.io"])
+        raise HostEnvironmentError(
+            "`docker info` failed: no Docker engine is reachable. "
+            + install_instruction(["docker.io"])
         )
     ensure_host_tools(facts)
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "dockerd.log"
     say(f"starting dockerd (log: {log})")
     with log.open("ab") as out:
-        subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
-            ["dockerd"], stdout=out, stderr=out, start_new_session=True
-        )
+        subprocess.Popen(["dockerd"], stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if engine_running():
             say("docker engine is up")
             return
         time.sleep(1)
-    raise EnvironmentProblem(f"dockerd did not answer within 60 s; see {log}")
+    raise HostEnvironmentError(f"dockerd did not answer within 60 s; see {log}")
 
 
 def ensure_arm64_emulation() -> None:
@@ -112,7 +111,7 @@ def ensure_arm64_emulation() -> None:
     entry = BINFMT_DIR / "qemu-aarch64"
     if not (BINFMT_DIR / "status").exists():
         if os.geteuid() != 0:
-            raise EnvironmentProblem(
+            raise HostEnvironmentError(
                 "binfmt_misc is not mounted, so arm64 containers cannot run. As root: "
                 "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"
             )
@@ -123,19 +122,21 @@ def ensure_arm64_emulation() -> None:
         )
     if not entry.exists() or "enabled" not in entry.read_text():
         if os.geteuid() != 0:
-            raise EnvironmentProblem(
+            raise HostEnvironmentError(
                 "qemu-aarch64 is not registered in binfmt_misc. As root: "
                 "update-binfmts --enable qemu-aarch64 (package qemu-user-static)"
             )
-        run(["update-binfmts", "--enable", "qemu-aarch64"], what="enable qemu-aarch64", stream=False)
+        run(
+            ["update-binfmts", "--enable", "qemu-aarch64"], what="enable qemu-aarch64", stream=False
+        )
     if not entry.exists():
-        raise EnvironmentProblem(
+        raise HostEnvironmentError(
             "qemu-aarch64 is still not registered in binfmt_misc; install qemu-user-static and "
             "binfmt-support"
         )
     flags = [line for line in entry.read_text().splitlines() if line.startswith("flags:")]
     if not flags or "F" not in flags[0]:
-        raise EnvironmentProblem(
+        raise HostEnvironmentError(
             f"{entry} lacks the F flag, so the interpreter is not visible inside containers; "
             "reinstall qemu-user-static (Debian registers it with F)"
         )

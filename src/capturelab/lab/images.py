@@ -104,7 +104,9 @@ def pyinfra_bin() -> str:
     return found
 
 
-def pyinfra_deploy(paths: LabPaths, target: str, deploy: str, data: dict[str, str], what: str) -> None:
+def pyinfra_deploy(
+    paths: LabPaths, target: str, deploy: str, data: dict[str, str], what: str
+) -> None:
     """Run ``images/<deploy>`` against ``target`` (``@local``, ``@docker/ID``, ``@chroot/DIR``).
 
     Runs from images/ (so the recipes import ``debian_base``) with -vvv, so long commands such
@@ -134,7 +136,12 @@ class NodeImage:
     def hash(self) -> str:
         return recipe_hash(
             self.recipe_files,
-            {"arch": self.arch, "suite": SUITE, "packages": NODE_PACKAGES, "config": NODE_IMAGE_CONFIG},
+            {
+                "arch": self.arch,
+                "suite": SUITE,
+                "packages": NODE_PACKAGES,
+                "config": NODE_IMAGE_CONFIG,
+            },
         )
 
     @property
@@ -161,24 +168,45 @@ class NodeImage:
         rootfs = self.paths.cache / "rootfs" / f"node-{self.arch}-{self.hash}"
         rootfs_tag = f"capturelab/rootfs:{self.arch}-{self.hash}"
         builder = f"capturelab-build-{self.arch}-{self.hash}"
-        say(f"building node image {self.tag} (debootstrap {SUITE} {self.arch}; arm64 takes minutes)")
+        say(
+            f"building node image {self.tag} (debootstrap {SUITE} {self.arch}; arm64 takes minutes)"
+        )
         pyinfra_deploy(
-            self.paths, "@local", "rootfs.py",
-            {"arch": self.arch, "suite": SUITE, "mirror": self.mirror,
-             "target": str(rootfs), "include": ",".join(NODE_PACKAGES)},
+            self.paths,
+            "@local",
+            "rootfs.py",
+            {
+                "arch": self.arch,
+                "suite": SUITE,
+                "mirror": self.mirror,
+                "target": str(rootfs),
+                "include": ",".join(NODE_PACKAGES),
+            },
             what=f"rootfs {self.arch}",
         )
         subprocess.run(["docker", "rm", "-f", builder], capture_output=True, check=False)
         try:
             _docker_import(rootfs, rootfs_tag, NODE_IMAGE_CONFIG)
             run(
-                ["docker", "run", "-d", "--name", builder, "--network", "host",
-                 rootfs_tag, "sleep", "infinity"],
+                [
+                    "docker",
+                    "run",
+                    "-d",
+                    "--name",
+                    builder,
+                    "--network",
+                    "host",
+                    rootfs_tag,
+                    "sleep",
+                    "infinity",
+                ],
                 what="start build container",
                 stream=False,
             )
             pyinfra_deploy(
-                self.paths, f"@docker/{builder}", "node.py",
+                self.paths,
+                f"@docker/{builder}",
+                "node.py",
                 {"suite": SUITE, "mirror": self.mirror},
                 what=f"customise node image {self.arch}",
             )
@@ -255,13 +283,22 @@ class StorageVmImage:
         rootfs = self.paths.cache / "rootfs" / f"vm-{self.hash}"
         say(f"building storage VM image {self.directory.name} (debootstrap + Debian kernel)")
         pyinfra_deploy(
-            self.paths, "@local", "rootfs.py",
-            {"arch": "amd64", "suite": SUITE, "mirror": self.mirror,
-             "target": str(rootfs), "include": ",".join(VM_PACKAGES)},
+            self.paths,
+            "@local",
+            "rootfs.py",
+            {
+                "arch": "amd64",
+                "suite": SUITE,
+                "mirror": self.mirror,
+                "target": str(rootfs),
+                "include": ",".join(VM_PACKAGES),
+            },
             what="rootfs storage VM",
         )
         pyinfra_deploy(
-            self.paths, f"@chroot{rootfs}", "storage_vm.py",
+            self.paths,
+            f"@chroot{rootfs}",
+            "storage_vm.py",
             {"suite": SUITE, "mirror": self.mirror},
             what="customise storage VM rootfs",
         )
@@ -277,8 +314,17 @@ class StorageVmImage:
         marker = rootfs / ".capturelab-rootfs-complete"
         marker.unlink(missing_ok=True)
         run(
-            ["mkfs.ext4", "-q", "-F", "-L", "capturelab-root", "-d", str(rootfs),
-             str(tmp / "disk.raw"), VM_DISK_SIZE],
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "capturelab-root",
+                "-d",
+                str(rootfs),
+                str(tmp / "disk.raw"),
+                VM_DISK_SIZE,
+            ],
             what="storage VM root disk (mkfs.ext4 -d)",
             stream=False,
         )

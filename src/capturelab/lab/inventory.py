@@ -110,14 +110,7 @@ def _int(host: str, var: str, value: Any, low: int, high: int) -> int:
     return number
 
 
-def parse_inventory(path: Path, data: dict[str, Any]) -> LabInventory:
-    """Validate the lab variables of an ``ansible-inventory --list`` dump."""
-    hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
-    all_hosts = _group_members(data, "all") | set(hostvars)
-    if not all_hosts:
-        raise InputError(f"inventory {path} has no hosts")
-    tier_members = {g: _group_members(data, g) for g in TIER_GROUPS}
-    any_vars = next(iter(hostvars.values()), {})
+def _network(any_vars: dict[str, Any]) -> tuple[str, ipaddress.IPv4Network]:
     network = str(any_vars.get("lab_network", "capturelab"))
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", network):
         raise InputError(f"lab_network: {network!r} is not a valid docker network name")
@@ -127,7 +120,65 @@ def parse_inventory(path: Path, data: dict[str, Any]) -> LabInventory:
         raise InputError(f"lab_subnet: {exc}") from None
     if not subnet.is_private:
         raise InputError(f"lab_subnet: {subnet} must be a private range (the lab stays local)")
+    return network, subnet
 
+
+def _container(
+    name: str,
+    hv: dict[str, Any],
+    *,
+    groups: tuple[str, ...],
+    arch: str,
+    subnet: ipaddress.IPv4Network,
+    seen: dict[str, str],
+) -> LabNode:
+    raw_ip = hv.get("lab_ipv4")
+    try:
+        ip = ipaddress.IPv4Address(str(raw_ip))
+    except ValueError:
+        raise InputError(f"{name}: lab_ipv4 {raw_ip!r} is not an IPv4 address") from None
+    if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+        raise InputError(f"{name}: lab_ipv4 {ip} is not a host address in lab_subnet {subnet}")
+    if ip == next(subnet.hosts()):
+        raise InputError(f"{name}: lab_ipv4 {ip} is the bridge gateway of lab_subnet {subnet}")
+    if str(ip) in seen:
+        raise InputError(f"{name}: lab_ipv4 {ip} is already used by {seen[str(ip)]}")
+    seen[str(ip)] = name
+    return LabNode(name=name, platform="container", arch=arch, groups=groups, ipv4=str(ip))
+
+
+def _vm(
+    name: str, hv: dict[str, Any], groups: tuple[str, ...], arch: str, seen: dict[int, str]
+) -> LabNode:
+    if arch != "amd64":
+        raise InputError(f"{name}: lab_arch must be amd64 for a VM (qemu TCG x86_64), got {arch!r}")
+    port = _int(name, "lab_ssh_port", hv.get("lab_ssh_port"), 1024, 65535)
+    if port in seen:
+        raise InputError(f"{name}: lab_ssh_port {port} is already used by {seen[port]}")
+    seen[port] = name
+    size = str(hv.get("lab_nvme_size", "1G"))
+    if not SIZE_RE.match(size):
+        raise InputError(f"{name}: lab_nvme_size must look like 512M or 2G, got {size!r}")
+    return LabNode(
+        name=name,
+        platform="vm",
+        arch=arch,
+        groups=groups,
+        ssh_port=port,
+        memory_mb=_int(name, "lab_memory_mb", hv.get("lab_memory_mb", 2048), 512, 16384),
+        nvme_drives=_int(name, "lab_nvme_drives", hv.get("lab_nvme_drives", 0), 0, 16),
+        nvme_size=size,
+    )
+
+
+def parse_inventory(path: Path, data: dict[str, Any]) -> LabInventory:
+    """Validate the lab variables of an ``ansible-inventory --list`` dump."""
+    hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
+    all_hosts = _group_members(data, "all") | set(hostvars)
+    if not all_hosts:
+        raise InputError(f"inventory {path} has no hosts")
+    tier_members = {g: _group_members(data, g) for g in TIER_GROUPS}
+    network, subnet = _network(next(iter(hostvars.values()), {}))
     nodes: list[LabNode] = []
     seen_ips: dict[str, str] = {}
     seen_ports: dict[int, str] = {}
@@ -139,44 +190,16 @@ def parse_inventory(path: Path, data: dict[str, Any]) -> LabInventory:
                 f"{name}: belongs to none of the tier groups ({', '.join(TIER_GROUPS)})"
             )
         platform = hv.get("lab_platform")
-        if platform not in PLATFORMS:
-            raise InputError(
-                f"{name}: lab_platform must be one of {', '.join(PLATFORMS)}, got {platform!r}"
-            )
         arch = hv.get("lab_arch", "amd64")
         if arch not in ARCHES:
             raise InputError(f"{name}: lab_arch must be one of {', '.join(ARCHES)}, got {arch!r}")
         if platform == "container":
-            raw_ip = hv.get("lab_ipv4")
-            try:
-                ip = ipaddress.IPv4Address(str(raw_ip))
-            except ValueError:
-                raise InputError(f"{name}: lab_ipv4 {raw_ip!r} is not an IPv4 address") from None
-            if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
-                raise InputError(f"{name}: lab_ipv4 {ip} is not a host address in lab_subnet {subnet}")
-            if ip == next(subnet.hosts()):
-                raise InputError(f"{name}: lab_ipv4 {ip} is the bridge gateway of lab_subnet {subnet}")
-            if str(ip) in seen_ips:
-                raise InputError(f"{name}: lab_ipv4 {ip} is already used by {seen_ips[str(ip)]}")
-            seen_ips[str(ip)] = name
-            nodes.append(LabNode(name=name, platform=platform, arch=arch, groups=groups, ipv4=str(ip)))
+            nodes.append(_container(name, hv, groups=groups, arch=arch, subnet=subnet, seen=seen_ips))
+        elif platform == "vm":
+            nodes.append(_vm(name, hv, groups, arch, seen_ports))
         else:
-            if arch != "amd64":
-                raise InputError(f"{name}: lab_arch must be amd64 for a VM (qemu TCG x86_64), got {arch!r}")
-            port = _int(name, "lab_ssh_port", hv.get("lab_ssh_port"), 1024, 65535)
-            if port in seen_ports:
-                raise InputError(f"{name}: lab_ssh_port {port} is already used by {seen_ports[port]}")
-            seen_ports[port] = name
-            drives = _int(name, "lab_nvme_drives", hv.get("lab_nvme_drives", 0), 0, 16)
-            size = str(hv.get("lab_nvme_size", "1G"))
-            if not SIZE_RE.match(size):
-                raise InputError(f"{name}: lab_nvme_size must look like 512M or 2G, got {size!r}")
-            memory = _int(name, "lab_memory_mb", hv.get("lab_memory_mb", 2048), 512, 16384)
-            nodes.append(
-                LabNode(
-                    name=name, platform=platform, arch=arch, groups=groups, ssh_port=port,
-                    memory_mb=memory, nvme_drives=drives, nvme_size=size,
-                )
+            raise InputError(
+                f"{name}: lab_platform must be one of {', '.join(PLATFORMS)}, got {platform!r}"
             )
     return LabInventory(path=path, network=network, subnet=subnet, nodes=tuple(nodes))
 

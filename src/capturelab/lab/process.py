@@ -58,15 +58,15 @@ def run(
     except FileNotFoundError as exc:
         raise CapturelabError(f"{what}: command not found: {argv[0]}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise CapturelabError(f"{what}: timed out after {timeout:.0f} s: {shlex.join(argv)}") from exc
+        raise CapturelabError(
+            f"{what}: timed out after {timeout:.0f} s: {shlex.join(argv)}"
+        ) from exc
     if proc.returncode != 0:
         tail = ""
         if not stream:
             err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()[-15:]
             tail = "\n" + "\n".join(err) if err else ""
-        raise CapturelabError(
-            f"{what} failed (exit {proc.returncode}): {shlex.join(argv)}{tail}"
-        )
+        raise CapturelabError(f"{what} failed (exit {proc.returncode}): {shlex.join(argv)}{tail}")
     if stream:
         say(f"{what}: done in {time.monotonic() - started:.0f} s")
     return output

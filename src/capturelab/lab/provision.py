@@ -42,8 +42,11 @@ def parse_recap(output: str) -> dict[str, HostRecap]:
     recaps: dict[str, HostRecap] = {}
     for m in RECAP_RE.finditer(text, start):
         recaps[m["host"]] = HostRecap(
-            host=m["host"], ok=int(m["ok"]), changed=int(m["changed"]),
-            unreachable=int(m["unreachable"]), failed=int(m["failed"]),
+            host=m["host"],
+            ok=int(m["ok"]),
+            changed=int(m["changed"]),
+            unreachable=int(m["unreachable"]),
+            failed=int(m["failed"]),
         )
     return recaps
 

@@ -23,11 +23,16 @@ from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import run, say
 
 SSH_OPTIONS = (
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-    "-o", "BatchMode=yes",
-    "-o", "ConnectTimeout=5",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=5",
 )
 
 
@@ -87,21 +92,42 @@ class LabVm:
         port = self.node.ssh_port
         encoded = base64.b64encode(pubkey.strip().encode()).decode()
         argv = [
-            "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
-            "-m", str(self.node.memory_mb), "-smp", "2",
-            "-display", "none", "-serial", f"file:{self.console_log}",
-            "-daemonize", "-pidfile", str(self.pidfile),
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-            "-append", f"console=ttyS0 root=/dev/vda rw net.ifnames=0 capturelab.ssh_key={encoded}",
-            "-drive", f"file={self.directory / 'root.qcow2'},if=virtio,format=qcow2",
-            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", "virtio-net-pci,netdev=n0",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-m",
+            str(self.node.memory_mb),
+            "-smp",
+            "2",
+            "-display",
+            "none",
+            "-serial",
+            f"file:{self.console_log}",
+            "-daemonize",
+            "-pidfile",
+            str(self.pidfile),
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            f"console=ttyS0 root=/dev/vda rw net.ifnames=0 capturelab.ssh_key={encoded}",
+            "-drive",
+            f"file={self.directory / 'root.qcow2'},if=virtio,format=qcow2",
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=n0",
         ]
         for i in range(self.node.nvme_drives):
             drive = self.directory / f"nvme{i}.raw"
             argv += [
-                "-drive", f"file={drive},if=none,id=nvme{i},format=raw",
-                "-device", f"nvme,drive=nvme{i},serial=capturelab-nvme{i}",
+                "-drive",
+                f"file={drive},if=none,id=nvme{i},format=raw",
+                "-device",
+                f"nvme,drive=nvme{i},serial=capturelab-nvme{i}",
             ]
         return argv
 
@@ -122,23 +148,46 @@ class LabVm:
         overlay = self.directory / "root.qcow2"
         if not overlay.exists():
             run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk),
-                 str(overlay)],
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    str(image.disk),
+                    str(overlay),
+                ],
                 what=f"{self.node.name}: root disk overlay",
                 stream=False,
             )
         for i in range(self.node.nvme_drives):
             drive = self.directory / f"nvme{i}.raw"
             if not drive.exists():
-                run(["truncate", "-s", self.node.nvme_size, str(drive)],
-                    what=f"{self.node.name}: nvme{i}", stream=False)
+                run(
+                    ["truncate", "-s", self.node.nvme_size, str(drive)],
+                    what=f"{self.node.name}: nvme{i}",
+                    stream=False,
+                )
         pubkey = key.with_suffix(".pub").read_text()
-        run(self.qemu_argv(image, pubkey), what=f"{self.node.name}: boot VM (qemu TCG)", stream=False)
+        run(
+            self.qemu_argv(image, pubkey),
+            what=f"{self.node.name}: boot VM (qemu TCG)",
+            stream=False,
+        )
 
     def ssh_argv(self, *command: str) -> list[str]:
         return [
-            "ssh", *SSH_OPTIONS, "-i", str(self.paths.ssh_key), "-p", str(self.node.ssh_port),
-            "root@127.0.0.1", *command,
+            "ssh",
+            *SSH_OPTIONS,
+            "-i",
+            str(self.paths.ssh_key),
+            "-p",
+            str(self.node.ssh_port),
+            "root@127.0.0.1",
+            *command,
         ]
 
     def wait_ssh(self, timeout: float = 300) -> None:
@@ -152,11 +201,16 @@ class LabVm:
                 )
             res = subprocess.run(
                 self.ssh_argv("systemctl", "is-system-running", "--wait"),
-                capture_output=True, text=True, timeout=120, check=False,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
             state = res.stdout.strip()
             if state in ("running", "degraded"):
-                say(f"{self.node.name}: SSH up, systemd {state} after {time.monotonic() - started:.0f} s")
+                say(
+                    f"{self.node.name}: SSH up, systemd {state} after {time.monotonic() - started:.0f} s"
+                )
                 return
             if time.monotonic() >= next_note:
                 say(f"{self.node.name}: waiting for SSH on 127.0.0.1:{self.node.ssh_port}")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from capturelab.errors import EnvironmentProblem
+from capturelab.errors import HostEnvironmentError
 from capturelab.results import Result
 
 TIER_GROUPS = ("collectors", "gateways", "storage", "processing")
@@ -41,7 +41,7 @@ def _ansible_bin() -> str:
     beside = Path(sys.executable).parent / "ansible"
     found = str(beside) if beside.exists() else shutil.which("ansible")
     if not found:
-        raise EnvironmentProblem("ansible is not installed: run `make venv`")
+        raise HostEnvironmentError("ansible is not installed: run `make venv`")
     return found
 
 
@@ -49,10 +49,14 @@ def _host_groups(inventory: Path) -> dict[str, list[str]]:
     ansible_inventory = Path(_ansible_bin()).with_name("ansible-inventory")
     proc = subprocess.run(
         [str(ansible_inventory), "-i", str(inventory), "--list"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
-        raise EnvironmentProblem(f"ansible-inventory -i {inventory} failed: {proc.stderr.strip()}")
+        raise HostEnvironmentError(
+            f"ansible-inventory -i {inventory} failed: {proc.stderr.strip()}"
+        )
     data = json.loads(proc.stdout)
     groups: dict[str, list[str]] = {h: [] for h in data.get("_meta", {}).get("hostvars", {})}
 
@@ -74,7 +78,7 @@ def parse_setup_output(stdout: str, groups: dict[str, list[str]]) -> list[NodeFa
     try:
         data = json.loads(stdout)
     except json.JSONDecodeError as exc:
-        raise EnvironmentProblem(f"ansible's JSON output could not be parsed: {exc}") from None
+        raise HostEnvironmentError(f"ansible's JSON output could not be parsed: {exc}") from None
     per_host: dict[str, dict[str, Any]] = {}
     for play in data.get("plays", []):
         for task in play.get("tasks", []):
@@ -83,14 +87,23 @@ def parse_setup_output(stdout: str, groups: dict[str, list[str]]) -> list[NodeFa
     for name in sorted(groups):
         res = per_host.get(name)
         if res is None:
-            nodes.append(NodeFacts(name=name, reachable=False, groups=groups[name],
-                                   error="no result from ansible"))
+            nodes.append(
+                NodeFacts(
+                    name=name, reachable=False, groups=groups[name], error="no result from ansible"
+                )
+            )
             continue
         facts = res.get("ansible_facts") or {}
         if res.get("unreachable") or res.get("failed") or not facts:
             msg = str(res.get("msg", "unreachable")).strip().splitlines()
-            nodes.append(NodeFacts(name=name, reachable=False, groups=groups[name],
-                                   error=msg[0] if msg else "unreachable"))
+            nodes.append(
+                NodeFacts(
+                    name=name,
+                    reachable=False,
+                    groups=groups[name],
+                    error=msg[0] if msg else "unreachable",
+                )
+            )
             continue
         os_name = " ".join(
             str(facts.get(k, "")) for k in ("ansible_distribution", "ansible_distribution_version")
@@ -118,13 +131,27 @@ def collect(inventory: Path, timeout: float = 300) -> list[NodeFacts]:
         ANSIBLE_GATHER_TIMEOUT="60",
     )
     proc = subprocess.run(
-        [_ansible_bin(), "-i", str(inventory), "all", "-m", "ansible.builtin.setup",
-         "-a", "gather_subset=!all,!min,distribution,virtual,platform"],
-        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        [
+            _ansible_bin(),
+            "-i",
+            str(inventory),
+            "all",
+            "-m",
+            "ansible.builtin.setup",
+            "-a",
+            "gather_subset=!all,!min,distribution,virtual,platform",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
     # Exit 4 = some host unreachable, 2 = some host failed: both are results, not errors.
     if proc.returncode not in (0, 2, 4):
-        raise EnvironmentProblem(f"ansible setup failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        raise HostEnvironmentError(
+            f"ansible setup failed (exit {proc.returncode}): {proc.stderr.strip()}"
+        )
     return parse_setup_output(proc.stdout, groups)
 
 
@@ -139,8 +166,11 @@ def node_results(nodes: list[NodeFacts]) -> list[Result]:
             target=True,
             source="measured",
             tool="ansible setup",
-            detail=(f"{n.arch}, {n.os}, kernel {n.kernel}, {n.virtualization or 'bare metal'}"
-                    if n.reachable else n.error),
+            detail=(
+                f"{n.arch}, {n.os}, kernel {n.kernel}, {n.virtualization or 'bare metal'}"
+                if n.reachable
+                else n.error
+            ),
         )
         for n in nodes
     ]

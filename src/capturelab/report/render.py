@@ -25,7 +25,9 @@ def _cell(value: object) -> str:
 
 def render_markdown(results: Sequence[Result], nodes: Sequence[NodeFacts], title: str) -> str:
     code = exit_code(results)
-    counts = {s: sum(1 for r in results if r.status == s) for s in ("pass", "fail", "skip", "error")}
+    counts = {
+        s: sum(1 for r in results if r.status == s) for s in ("pass", "fail", "skip", "error")
+    }
     lines = [
         f"# {title}",
         "",
@@ -41,10 +43,20 @@ def render_markdown(results: Sequence[Result], nodes: Sequence[NodeFacts], title
     ]
     for n in nodes:
         lines.append(
-            "| " + " | ".join(_cell(v) for v in (
-                n.name, ", ".join(n.groups), "yes" if n.reachable else f"NO ({n.error})",
-                n.arch, n.os, n.kernel, n.virtualization or "-",
-            )) + " |"
+            "| "
+            + " | ".join(
+                _cell(v)
+                for v in (
+                    n.name,
+                    ", ".join(n.groups),
+                    "yes" if n.reachable else f"NO ({n.error})",
+                    n.arch,
+                    n.os,
+                    n.kernel,
+                    n.virtualization or "-",
+                )
+            )
+            + " |"
         )
     lines += [
         "",
@@ -55,10 +67,23 @@ def render_markdown(results: Sequence[Result], nodes: Sequence[NodeFacts], title
     ]
     for r in results:
         lines.append(
-            "| " + " | ".join(_cell(v) for v in (
-                r.suite, r.check, r.node, r.status.upper(), r.value, r.target,
-                r.unit or "", r.source, r.tool, r.detail,
-            )) + " |"
+            "| "
+            + " | ".join(
+                _cell(v)
+                for v in (
+                    r.suite,
+                    r.check,
+                    r.node,
+                    r.status.upper(),
+                    r.value,
+                    r.target,
+                    r.unit or "",
+                    r.source,
+                    r.tool,
+                    r.detail,
+                )
+            )
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
