@@ -28,12 +28,14 @@ files.put(
     name="fstab: root by label",
     src=StringIO("LABEL=capturelab-root / ext4 defaults,noatime,errors=remount-ro 0 1\n"),
     dest="/etc/fstab",
+    mode="644",
 )
 
 files.put(
     name="systemd-networkd: DHCP on the first Ethernet interface",
     src=StringIO("[Match]\nName=e*\n\n[Network]\nDHCP=ipv4\n"),
     dest="/etc/systemd/network/10-lab.network",
+    mode="644",  # read by the systemd-network user, not root
 )
 
 files.put(
@@ -70,6 +72,7 @@ files.put(
         "[Install]\nWantedBy=multi-user.target\n"
     ),
     dest="/etc/systemd/system/capturelab-firstboot.service",
+    mode="644",
 )
 
 server.shell(
@@ -88,6 +91,7 @@ files.put(
     name="resolver: qemu user networking's DNS",
     src=StringIO("nameserver 10.0.2.3\n"),
     dest="/etc/resolv.conf",
+    mode="644",
 )
 
 fresh_identity()

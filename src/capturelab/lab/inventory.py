@@ -194,7 +194,9 @@ def parse_inventory(path: Path, data: dict[str, Any]) -> LabInventory:
         if arch not in ARCHES:
             raise InputError(f"{name}: lab_arch must be one of {', '.join(ARCHES)}, got {arch!r}")
         if platform == "container":
-            nodes.append(_container(name, hv, groups=groups, arch=arch, subnet=subnet, seen=seen_ips))
+            nodes.append(
+                _container(name, hv, groups=groups, arch=arch, subnet=subnet, seen=seen_ips)
+            )
         elif platform == "vm":
             nodes.append(_vm(name, hv, groups, arch, seen_ports))
         else:

@@ -1,0 +1,409 @@
+"""The event schema and the batch frame: the one definition every tier imports.
+
+A capture message's value is one *batch*: a fixed 68-byte header followed by a payload
+(zstd-compressed by default). The payload starts with the participant's 32-byte pseudonym and
+then holds the batch's events, each a kind byte and a fixed-layout record. Byte-by-byte layout
+with a worked example: ``docs/event-format.md``.
+
+Invariants the frame enforces on decode (so every later stage can prove no loss and no
+duplicate): the events of a batch have consecutive sequence numbers starting at the header's
+``first_seq``, their number equals the header's ``count``, and a CRC32C covers the header and
+the payload. One batch belongs to one collector and one participant.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import crc32c
+import zstandard
+
+from capturelab.errors import InputError
+
+SCHEMA_VERSION = 1
+MAGIC = b"CLAB"
+PSEUDONYM_BYTES = 32
+COLLECTOR_ID_BYTES = 32
+COLLECTOR_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+MAX_BATCH_EVENTS = 1_000_000
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+DEFAULT_ZSTD_LEVEL = 3
+
+# magic, version, codec, reserved, collector id, first seq, count, dict id, payload len,
+# raw (uncompressed) len, crc32c
+HEADER = struct.Struct("<4sHBB32sQIIIII")
+HEADER_SIZE = HEADER.size  # 68
+_CRC_OFFSET = HEADER_SIZE - 4
+
+# kind 1: seq, mono_ns, wall_ns, device, type, code, value, flags
+INPUT_RECORD = struct.Struct("<QQqBHHiB")
+# kind 2: seq, mono_ns, wall_ns, flags, app length, title length (then the UTF-8 bytes)
+CONTEXT_RECORD = struct.Struct("<QQqBHH")
+KIND_INPUT = 1
+KIND_CONTEXT = 2
+MAX_TEXT_BYTES = 1024
+
+
+class FrameError(InputError):
+    """A batch that cannot be decoded; the message names the field at fault. Quarantine it."""
+
+
+class Codec(enum.IntEnum):
+    NONE = 0
+    ZSTD = 1
+
+
+class DeviceClass(enum.IntEnum):
+    KEYBOARD = 0
+    MOUSE = 1
+    TOUCHPAD = 2
+    OTHER = 3
+
+
+class EventFlag(enum.IntFlag):
+    """Per-event flags: what the edge did to the event before it left the process."""
+
+    NONE = 0
+    KEY_CLASS = 1  # under keys:timing the key code was replaced by its KeyClass
+    SECURE_INPUT = 2  # secure-input mode: key content dropped (code is KeyClass.UNKNOWN)
+    REDACTED = 4  # text of a context event went through the shared redaction function
+    SYNTHETIC = 8  # produced by `capturelab synth`, not a person
+
+
+class KeyClass(enum.IntEnum):
+    """Key classes that replace printable key codes under the ``keys:timing`` scope.
+
+    They live above the kernel's key code range (KEY_MAX = 0x2ff), so a class can never be
+    mistaken for a real key.
+    """
+
+    UNKNOWN = 0xF000
+    LETTER = 0xF001
+    DIGIT = 0xF002
+    PUNCTUATION = 0xF003
+    SPACE = 0xF004
+    ENTER = 0xF005
+    BACKSPACE = 0xF006
+    TAB = 0xF007
+    MODIFIER = 0xF008
+    NAVIGATION = 0xF009
+    FUNCTION = 0xF00A
+    OTHER = 0xF00B
+
+
+@dataclass(frozen=True, slots=True)
+class InputEvent:
+    """One kernel input event (``struct input_event``: type, code, value) with our identity."""
+
+    seq: int
+    mono_ns: int
+    wall_ns: int
+    device: DeviceClass
+    type: int
+    code: int
+    value: int
+    flags: EventFlag = EventFlag.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEvent:
+    """The focused application changed (X11 / sway IPC); title text is redacted before this."""
+
+    seq: int
+    mono_ns: int
+    wall_ns: int
+    app: str
+    title: str
+    flags: EventFlag = EventFlag.NONE
+
+
+Event = InputEvent | ContextEvent
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    version: int
+    codec: Codec
+    collector_id: str
+    first_seq: int
+    count: int
+    dict_id: int
+    payload_len: int
+    raw_len: int
+    crc: int
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+    @property
+    def frame_len(self) -> int:
+        return HEADER_SIZE + self.payload_len
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    collector_id: str
+    pseudonym: bytes
+    events: tuple[Event, ...]
+
+    def __post_init__(self) -> None:
+        validate_collector_id(self.collector_id)
+        if len(self.pseudonym) != PSEUDONYM_BYTES:
+            raise InputError(
+                f"batch.pseudonym must be {PSEUDONYM_BYTES} bytes, got {len(self.pseudonym)}"
+            )
+        if not self.events:
+            raise InputError("batch.events is empty: a batch carries at least one event")
+        if len(self.events) > MAX_BATCH_EVENTS:
+            raise InputError(f"batch.events has {len(self.events)} events (max {MAX_BATCH_EVENTS})")
+        first = self.events[0].seq
+        for i, event in enumerate(self.events):
+            if event.seq != first + i:
+                raise InputError(
+                    f"batch.events[{i}].seq is {event.seq}, expected {first + i}: sequences in a "
+                    "batch are consecutive"
+                )
+
+    @property
+    def first_seq(self) -> int:
+        return self.events[0].seq
+
+    @property
+    def pseudonym_hex(self) -> str:
+        return self.pseudonym.hex()
+
+
+def validate_collector_id(collector_id: str) -> str:
+    if not COLLECTOR_ID_RE.match(collector_id):
+        raise InputError(
+            f"collector id {collector_id!r} must be 1-32 characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return collector_id
+
+
+def pseudonymize(lab_secret: bytes, participant_id: str) -> bytes:
+    """HMAC-SHA256(lab secret, participant id): the only participant identity that leaves a device."""
+    if len(lab_secret) < 16:
+        raise InputError("lab secret must be at least 16 bytes")
+    if not participant_id:
+        raise InputError("participant id is empty")
+    return hmac.new(lab_secret, participant_id.encode(), hashlib.sha256).digest()
+
+
+@lru_cache(maxsize=16)
+def _compressor(
+    level: int, dictionary: zstandard.ZstdCompressionDict | None
+) -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=level, dict_data=dictionary, write_content_size=True)
+
+
+@lru_cache(maxsize=16)
+def _decompressor(dictionary: zstandard.ZstdCompressionDict | None) -> zstandard.ZstdDecompressor:
+    return zstandard.ZstdDecompressor(dict_data=dictionary)
+
+
+def encode_events(events: Iterable[Event]) -> bytes:
+    """The records of a payload (without the pseudonym), for encoders and dictionary training."""
+    parts: list[bytes] = []
+    pack_input = INPUT_RECORD.pack
+    pack_context = CONTEXT_RECORD.pack
+    for e in events:
+        if isinstance(e, InputEvent):
+            parts.append(b"\x01")
+            parts.append(
+                pack_input(e.seq, e.mono_ns, e.wall_ns, e.device, e.type, e.code, e.value, e.flags)
+            )
+        else:
+            app = e.app.encode()[:MAX_TEXT_BYTES]
+            title = e.title.encode()[:MAX_TEXT_BYTES]
+            parts.append(b"\x02")
+            parts.append(pack_context(e.seq, e.mono_ns, e.wall_ns, e.flags, len(app), len(title)))
+            parts.append(app)
+            parts.append(title)
+    return b"".join(parts)
+
+
+def encode_batch(
+    batch: Batch,
+    *,
+    codec: Codec = Codec.ZSTD,
+    level: int = DEFAULT_ZSTD_LEVEL,
+    dictionary: zstandard.ZstdCompressionDict | None = None,
+) -> bytes:
+    """Frame a batch: header + (compressed) payload, CRC32C over both."""
+    if not 1 <= level <= 22:
+        raise InputError(f"zstd level must be 1-22, got {level}")
+    raw = batch.pseudonym + encode_events(batch.events)
+    dict_id = 0
+    if codec is Codec.ZSTD:
+        if dictionary is not None:
+            dict_id = dictionary.dict_id()
+        payload = _compressor(level, dictionary).compress(raw)
+    elif codec is Codec.NONE:
+        if dictionary is not None:
+            raise InputError("a dictionary needs codec zstd")
+        payload = raw
+    else:  # pragma: no cover - enum is exhaustive
+        raise InputError(f"unknown codec {codec!r}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InputError(
+            f"batch payload is {len(payload)} bytes (max {MAX_PAYLOAD_BYTES}): batch smaller"
+        )
+    header = bytearray(
+        HEADER.pack(
+            MAGIC,
+            SCHEMA_VERSION,
+            codec,
+            0,
+            batch.collector_id.encode().ljust(COLLECTOR_ID_BYTES, b"\0"),
+            batch.first_seq,
+            len(batch.events),
+            dict_id,
+            len(payload),
+            len(raw),
+            0,
+        )
+    )
+    crc = crc32c.crc32c(payload, crc32c.crc32c(bytes(header[:_CRC_OFFSET])))
+    struct.pack_into("<I", header, _CRC_OFFSET, crc)
+    return bytes(header) + payload
+
+
+def read_header(frame: bytes) -> FrameHeader:
+    """Decode and sanity-check the header only (no decompression, no CRC check)."""
+    if len(frame) < HEADER_SIZE:
+        raise FrameError(f"frame is {len(frame)} bytes, shorter than the {HEADER_SIZE}-byte header")
+    magic, version, codec, _reserved, cid, first, count, dict_id, plen, rlen, crc = (
+        HEADER.unpack_from(frame)
+    )
+    if magic != MAGIC:
+        raise FrameError(f"header.magic is {magic!r}, expected {MAGIC!r}")
+    if version != SCHEMA_VERSION:
+        raise FrameError(f"header.version is {version}, this reader understands {SCHEMA_VERSION}")
+    try:
+        codec_enum = Codec(codec)
+    except ValueError:
+        raise FrameError(f"header.codec {codec} is unknown") from None
+    try:
+        collector_id = cid.rstrip(b"\0").decode("ascii")
+        validate_collector_id(collector_id)
+    except (UnicodeDecodeError, InputError):
+        raise FrameError(f"header.collector_id {cid!r} is not a valid collector id") from None
+    if not 1 <= count <= MAX_BATCH_EVENTS:
+        raise FrameError(f"header.count is {count} (1-{MAX_BATCH_EVENTS})")
+    if plen != len(frame) - HEADER_SIZE:
+        raise FrameError(
+            f"header.payload_len is {plen} but {len(frame) - HEADER_SIZE} payload bytes follow"
+        )
+    if rlen > MAX_PAYLOAD_BYTES * 8:
+        raise FrameError(f"header.raw_len {rlen} is implausibly large")
+    return FrameHeader(version, codec_enum, collector_id, first, count, dict_id, plen, rlen, crc)
+
+
+def verify_crc(frame: bytes, header: FrameHeader) -> None:
+    crc = crc32c.crc32c(frame[HEADER_SIZE:], crc32c.crc32c(frame[:_CRC_OFFSET]))
+    if crc != header.crc:
+        raise FrameError(f"header.crc32c is {header.crc:#010x} but the frame hashes to {crc:#010x}")
+
+
+def _decode_records(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
+    events: list[Event] = []
+    pos = PSEUDONYM_BYTES
+    end = len(raw)
+    expected = header.first_seq
+    unpack_input = INPUT_RECORD.unpack_from
+    unpack_context = CONTEXT_RECORD.unpack_from
+    while pos < end:
+        kind = raw[pos]
+        pos += 1
+        event: Event
+        if kind == KIND_INPUT:
+            if pos + INPUT_RECORD.size > end:
+                raise FrameError(f"payload: input record at byte {pos} is truncated")
+            seq, mono, wall, device, etype, code, value, flags = unpack_input(raw, pos)
+            pos += INPUT_RECORD.size
+            try:
+                dev = DeviceClass(device)
+            except ValueError:
+                raise FrameError(
+                    f"payload: event seq {seq} has unknown device class {device}"
+                ) from None
+            event = InputEvent(seq, mono, wall, dev, etype, code, value, EventFlag(flags))
+        elif kind == KIND_CONTEXT:
+            if pos + CONTEXT_RECORD.size > end:
+                raise FrameError(f"payload: context record at byte {pos} is truncated")
+            seq, mono, wall, flags, app_len, title_len = unpack_context(raw, pos)
+            pos += CONTEXT_RECORD.size
+            if pos + app_len + title_len > end:
+                raise FrameError(f"payload: context record seq {seq} text is truncated")
+            try:
+                app = bytes(raw[pos : pos + app_len]).decode()
+                title = bytes(raw[pos + app_len : pos + app_len + title_len]).decode()
+            except UnicodeDecodeError:
+                raise FrameError(f"payload: context record seq {seq} text is not UTF-8") from None
+            pos += app_len + title_len
+            event = ContextEvent(seq, mono, wall, app, title, EventFlag(flags))
+        else:
+            raise FrameError(f"payload: unknown record kind {kind} at byte {pos - 1}")
+        if event.seq != expected:
+            raise FrameError(
+                f"payload: event seq {event.seq} where {expected} was expected (gap or repeat)"
+            )
+        expected += 1
+        events.append(event)
+    if len(events) != header.count:
+        raise FrameError(
+            f"header.count is {header.count} but the payload holds {len(events)} events"
+        )
+    return tuple(events)
+
+
+def decode_batch(
+    frame: bytes,
+    *,
+    dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
+) -> Batch:
+    """Decode and fully verify a frame; FrameError names what is wrong (quarantine the frame)."""
+    header = read_header(frame)
+    verify_crc(frame, header)
+    payload = frame[HEADER_SIZE:]
+    if header.codec is Codec.ZSTD:
+        dictionary = None
+        if header.dict_id:
+            dictionary = (dictionaries or {}).get(header.dict_id)
+            if dictionary is None:
+                raise FrameError(
+                    f"header.dict_id {header.dict_id} names a dictionary this reader lacks"
+                )
+        try:
+            raw = _decompressor(dictionary).decompress(payload, max_output_size=header.raw_len)
+        except zstandard.ZstdError as exc:
+            raise FrameError(f"payload: zstd decompression failed: {exc}") from None
+    else:
+        raw = payload
+    if len(raw) != header.raw_len:
+        raise FrameError(
+            f"header.raw_len is {header.raw_len} but the payload decodes to {len(raw)} bytes"
+        )
+    if len(raw) < PSEUDONYM_BYTES:
+        raise FrameError("payload is shorter than the pseudonym")
+    events = _decode_records(memoryview(raw), header)
+    return Batch(
+        collector_id=header.collector_id, pseudonym=bytes(raw[:PSEUDONYM_BYTES]), events=events
+    )
+
+
+def train_dictionary(samples: list[bytes], size: int = 16 * 1024) -> zstandard.ZstdCompressionDict:
+    """Train a zstd dictionary on encoded event records (``encode_events`` of typical batches)."""
+    if len(samples) < 8:
+        raise InputError(f"dictionary training needs at least 8 samples, got {len(samples)}")
+    return zstandard.train_dictionary(size, list[bytes | bytearray | memoryview](samples))
