@@ -1,0 +1,60 @@
+"""Filters for the kafka role: a deterministic KRaft cluster id, and topic config diffs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+
+def kafka_cluster_id(members: list[str], salt: str = "") -> str:
+    """A KRaft cluster id (16 bytes, base64url without padding) derived from the member names.
+
+    The same inventory always gives the same id, so re-running against an existing cluster is
+    recognised, and a different inventory is refused rather than silently re-formatted.
+    """
+    if not members:
+        raise ValueError("kafka_cluster_id: the gateway group has no hosts")
+    seed = "\n".join(sorted(str(m) for m in members)) + "\n" + salt
+    digest = hashlib.sha256(seed.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def kafka_properties(text: str) -> dict[str, str]:
+    """Parse a Java .properties text (key=value lines; # and ! comments)."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!" or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def kafka_topic_configs(describe: str) -> dict[str, dict[str, str]]:
+    """Topic -> {config: value} from `kafka-configs --describe --entity-type topics` output.
+
+    Lines look like ``Dynamic configs for topic capture.events are:`` followed by
+    ``  retention.ms=432000000 sensitive=false synonyms={...}``.
+    """
+    result: dict[str, dict[str, str]] = {}
+    current: str | None = None
+    for raw in describe.splitlines():
+        line = raw.strip()
+        if line.startswith("Dynamic configs for topic ") and line.endswith(" are:"):
+            current = line[len("Dynamic configs for topic ") : -len(" are:")]
+            result[current] = {}
+        elif current is not None and "=" in line:
+            key, rest = line.split("=", 1)
+            result[current][key.strip()] = rest.split(" sensitive=", 1)[0]
+    return result
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "kafka_cluster_id": kafka_cluster_id,
+            "kafka_properties": kafka_properties,
+            "kafka_topic_configs": kafka_topic_configs,
+        }
