@@ -7,9 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 INVENTORY ?= inventory/sim
+KAFKA_VERSION ?= 4.1.1
 # Roles that have molecule scenarios; each scenario runs create/converge/idempotence/verify/destroy.
-MOLECULE_ROLES := $(patsubst roles/%/molecule/,%,$(sort $(dir $(wildcard roles/*/molecule/*/molecule.yml))))
-MOLECULE_ROLES := $(sort $(foreach d,$(MOLECULE_ROLES),$(firstword $(subst /, ,$(d)))))
+MOLECULE_ROLES := $(sort $(patsubst roles/%/molecule,%,$(wildcard roles/*/molecule)))
 
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -17,7 +17,7 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help venv lint unit engine images molecule test lab lab-up lab-provision lab-report lab-down
+.PHONY: help venv lint unit engine images molecule test lab lab-up lab-provision lab-report lab-down kafka-lock
 
 help:
 	@echo "make lab       bring up the sim lab, provision it (twice: idempotence) and write a report"
@@ -74,6 +74,10 @@ lab-provision: venv
 
 lab-report: venv
 	capturelab report --inventory $(INVENTORY)
+
+# Pin a Kafka version's runtime jars (writes roles/kafka/files/kafka-<version>.maven.sha256).
+kafka-lock: venv
+	ansible-playbook playbooks/kafka-lock.yml -e kafka_version=$(KAFKA_VERSION)
 
 lab-down:
 	@if [ -x $(BIN)/capturelab ]; then capturelab lab down; \

@@ -1,4 +1,4 @@
-"""Filters for the kafka role: a deterministic KRaft cluster id, and topic config diffs."""
+"""Filters for the kafka role: a deterministic KRaft cluster id, and reading .properties files."""
 
 from __future__ import annotations
 
@@ -32,29 +32,9 @@ def kafka_properties(text: str) -> dict[str, str]:
     return out
 
 
-def kafka_topic_configs(describe: str) -> dict[str, dict[str, str]]:
-    """Topic -> {config: value} from `kafka-configs --describe --entity-type topics` output.
-
-    Lines look like ``Dynamic configs for topic capture.events are:`` followed by
-    ``  retention.ms=432000000 sensitive=false synonyms={...}``.
-    """
-    result: dict[str, dict[str, str]] = {}
-    current: str | None = None
-    for raw in describe.splitlines():
-        line = raw.strip()
-        if line.startswith("Dynamic configs for topic ") and line.endswith(" are:"):
-            current = line[len("Dynamic configs for topic ") : -len(" are:")]
-            result[current] = {}
-        elif current is not None and "=" in line:
-            key, rest = line.split("=", 1)
-            result[current][key.strip()] = rest.split(" sensitive=", 1)[0]
-    return result
-
-
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "kafka_cluster_id": kafka_cluster_id,
             "kafka_properties": kafka_properties,
-            "kafka_topic_configs": kafka_topic_configs,
         }
