@@ -1,0 +1,313 @@
+"""Consent: the one implementation of the rules that capture, storage and the dataset all import.
+
+A consent record says who agreed (participant id, which never leaves the collector and the
+controller's vault), to what (scopes), on which lawful basis, from when to when, and whether it
+was revoked. Three places check it:
+
+- capture: the daemon refuses to start, and stops, unless the record is valid now
+  (``decide``), and drops events outside the granted scopes (``scope_for``);
+- storage: a revocation becomes an erasure request on the control topic
+  (``ControlMessage``), which the sink acts on;
+- dataset: only events inside a valid grant window and its scopes are kept (``permits``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from capturelab.errors import InputError
+from capturelab.schema import PSEUDONYM_BYTES, ContextEvent, DeviceClass, Event, InputEvent
+
+
+class Scope(enum.StrEnum):
+    KEYS_TIMING = "keys:timing"  # key classes and timing only: no content (the default)
+    KEYS_TEXT = "keys:text"  # key content (still scrubbed, and never in secure-input mode)
+    MOUSE = "mouse"
+    SCREENSHOTS = "screenshots"
+    CONTEXT = "context"  # focused application and (redacted) window title
+
+
+class LawfulBasis(enum.StrEnum):
+    """GDPR Art. 6(1) bases; research capture normally rests on explicit consent."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+
+
+class Status(enum.StrEnum):
+    VALID = "valid"
+    NOT_YET = "not_yet_valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    MISSING = "missing"
+
+
+DEFAULT_SCOPES = frozenset({Scope.KEYS_TIMING})
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    participant_id: str
+    scopes: frozenset[Scope]
+    lawful_basis: LawfulBasis
+    granted: datetime
+    expires: datetime
+    revoked: datetime | None = None
+    region: str = ""
+
+    def __post_init__(self) -> None:
+        if self.granted.tzinfo is None or self.expires.tzinfo is None:
+            raise InputError("consent: granted and expires must carry a time zone")
+        if self.expires <= self.granted:
+            raise InputError(
+                f"consent for {self.participant_id}: expires ({self.expires.isoformat()}) is not "
+                f"after granted ({self.granted.isoformat()})"
+            )
+        if Scope.KEYS_TEXT in self.scopes and Scope.KEYS_TIMING not in self.scopes:
+            # keys:text implies timing: the content rides on the same key events.
+            object.__setattr__(self, "scopes", self.scopes | {Scope.KEYS_TIMING})
+
+    def status(self, at: datetime) -> Status:
+        if self.revoked is not None and at >= self.revoked:
+            return Status.REVOKED
+        if at < self.granted:
+            return Status.NOT_YET
+        if at >= self.expires:
+            return Status.EXPIRED
+        return Status.VALID
+
+    def window_end(self) -> datetime:
+        """When capture had to stop: the revocation or the expiry, whichever is first."""
+        return min(self.expires, self.revoked) if self.revoked else self.expires
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    status: Status
+    reason: str
+    scopes: frozenset[Scope] = field(default_factory=frozenset)
+
+
+def decide(record: ConsentRecord | None, at: datetime) -> Decision:
+    """May we capture now? The reason is always a sentence a participant can read."""
+    if record is None:
+        return Decision(False, Status.MISSING, "no consent record: nothing is captured")
+    status = record.status(at)
+    if status is Status.VALID:
+        scopes = ", ".join(sorted(record.scopes))
+        return Decision(
+            True,
+            status,
+            f"consent valid until {record.expires.isoformat()} for {scopes}",
+            record.scopes,
+        )
+    reasons = {
+        Status.NOT_YET: f"consent starts {record.granted.isoformat()}",
+        Status.EXPIRED: f"consent expired {record.expires.isoformat()}",
+        Status.REVOKED: f"consent revoked {record.revoked.isoformat() if record.revoked else ''}",
+    }
+    return Decision(False, status, reasons[status] + ": nothing is captured")
+
+
+def scope_for(event: Event) -> Scope:
+    """The scope an event needs. Key content is governed separately (keys:text, flags)."""
+    if isinstance(event, ContextEvent):
+        return Scope.CONTEXT
+    if event.device is DeviceClass.KEYBOARD:
+        return Scope.KEYS_TIMING
+    return Scope.MOUSE
+
+
+def permits(record: ConsentRecord, event: InputEvent | ContextEvent) -> bool:
+    """Was this event captured inside a valid grant and its scopes? (the dataset filter)"""
+    at = datetime.fromtimestamp(event.wall_ns / 1e9, tz=UTC)
+    return record.status(at) is Status.VALID and scope_for(event) in record.scopes
+
+
+# --- Reading records --------------------------------------------------------------------------
+
+
+def _time(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"{where} {value!r} is not an ISO 8601 time") from None
+    else:
+        raise InputError(f"{where} must be an ISO 8601 time, got {value!r}")
+    if parsed.tzinfo is None:
+        raise InputError(f"{where} {value!r} has no time zone (write e.g. 2026-01-01T00:00:00Z)")
+    return parsed
+
+
+def parse_record(data: Mapping[str, Any], where: str = "consent") -> ConsentRecord:
+    """Build a record from a mapping; every error names the field (and file, via ``where``)."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    known = {"participant_id", "scopes", "lawful_basis", "granted", "expires", "revoked", "region"}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    pid = data.get("participant_id")
+    if not isinstance(pid, str) or not pid.strip():
+        raise InputError(f"{where}.participant_id must be a non-empty string")
+    raw_scopes = data.get("scopes", [s.value for s in DEFAULT_SCOPES])
+    if not isinstance(raw_scopes, list) or not raw_scopes:
+        raise InputError(
+            f"{where}.scopes must be a non-empty list of {', '.join(s.value for s in Scope)}"
+        )
+    scopes: set[Scope] = set()
+    for i, s in enumerate(raw_scopes):
+        try:
+            scopes.add(Scope(s))
+        except ValueError:
+            raise InputError(
+                f"{where}.scopes[{i}] {s!r} is not one of {', '.join(x.value for x in Scope)}"
+            ) from None
+    try:
+        basis = LawfulBasis(str(data.get("lawful_basis")))
+    except ValueError:
+        raise InputError(
+            f"{where}.lawful_basis {data.get('lawful_basis')!r} is not one of "
+            f"{', '.join(b.value for b in LawfulBasis)}"
+        ) from None
+    for required in ("granted", "expires"):
+        if required not in data:
+            raise InputError(f"{where}.{required} is missing")
+    revoked = data.get("revoked")
+    region = data.get("region", "")
+    if not isinstance(region, str):
+        raise InputError(f"{where}.region must be a string such as eu or us")
+    return ConsentRecord(
+        participant_id=pid.strip(),
+        scopes=frozenset(scopes),
+        lawful_basis=basis,
+        granted=_time(data["granted"], f"{where}.granted"),
+        expires=_time(data["expires"], f"{where}.expires"),
+        revoked=_time(revoked, f"{where}.revoked") if revoked is not None else None,
+        region=region.lower(),
+    )
+
+
+def load_record(path: Path) -> ConsentRecord:
+    """A consent file (YAML or JSON); a missing or malformed file names itself and the field."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read consent record: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML/JSON: {exc}") from None
+    return parse_record(data, where=str(path))
+
+
+def region_allowed(
+    region: str, excluded: Iterable[str], lawful_basis_override: str | None
+) -> tuple[bool, str]:
+    """Excluded regions (default: eu) are refused unless an explicit lawful basis is declared."""
+    excluded_set = {r.lower() for r in excluded}
+    if region.lower() not in excluded_set:
+        return True, f"region {region or 'unset'} is not excluded"
+    if lawful_basis_override:
+        try:
+            LawfulBasis(lawful_basis_override)
+        except ValueError:
+            raise InputError(
+                f"lawful basis {lawful_basis_override!r} is not one of "
+                f"{', '.join(b.value for b in LawfulBasis)}"
+            ) from None
+        return (
+            True,
+            f"region {region} is excluded, but lawful basis {lawful_basis_override} is declared",
+        )
+    return (
+        False,
+        f"region {region} is excluded (GDPR): declare a lawful basis for this host to capture",
+    )
+
+
+# --- The control topic ------------------------------------------------------------------------
+
+
+class ControlType(enum.StrEnum):
+    CONSENT_REVOKED = "consent_revoked"
+    ERASURE_REQUESTED = "erasure_requested"
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    """A message on the control topic (key = pseudonym hex, compacted)."""
+
+    type: ControlType
+    pseudonym: bytes
+    collector_id: str
+    at: datetime
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.pseudonym) != PSEUDONYM_BYTES:
+            raise InputError(f"control.pseudonym must be {PSEUDONYM_BYTES} bytes")
+        if self.at.tzinfo is None:
+            raise InputError("control.at must carry a time zone")
+
+    @property
+    def key(self) -> bytes:
+        return self.pseudonym.hex().encode()
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "version": 1,
+                "type": self.type.value,
+                "pseudonym": self.pseudonym.hex(),
+                "collector_id": self.collector_id,
+                "at": self.at.isoformat(),
+                "reason": self.reason,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ControlMessage:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"control message is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError("control message must be a JSON object")
+        if data.get("version") != 1:
+            raise InputError(f"control.version {data.get('version')!r} is not 1")
+        try:
+            ctype = ControlType(str(data.get("type")))
+        except ValueError:
+            raise InputError(f"control.type {data.get('type')!r} is unknown") from None
+        try:
+            pseudonym = bytes.fromhex(str(data.get("pseudonym", "")))
+        except ValueError:
+            raise InputError("control.pseudonym is not hex") from None
+        collector = data.get("collector_id")
+        if not isinstance(collector, str):
+            raise InputError("control.collector_id must be a string")
+        return cls(
+            ctype,
+            pseudonym,
+            collector,
+            _time(data.get("at"), "control.at"),
+            str(data.get("reason", "")),
+        )
