@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from capturelab import __version__
+from capturelab import __version__, plan_cli
 from capturelab.errors import CapturelabError
 from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     lab_cli.register(sub)
     report_cli.register(sub)
+    plan_cli.register(sub)
     return parser
 
 
