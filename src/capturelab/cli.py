@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from capturelab import __version__, plan_cli
+from capturelab import __version__, plan_cli, redact_cli
 from capturelab.errors import CapturelabError
 from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.register(sub)
     report_cli.register(sub)
     plan_cli.register(sub)
+    redact_cli.register(sub)
     return parser
 
 
