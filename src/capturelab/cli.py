@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from capturelab import __version__, plan_cli, redact_cli
+from capturelab.bench import cli as bench_cli
 from capturelab.errors import CapturelabError
 from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.register(sub)
     plan_cli.register(sub)
     redact_cli.register(sub)
+    bench_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: ours against a reference tool, in one invocation on the same target (``capturelab bench``)."""
