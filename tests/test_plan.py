@@ -64,31 +64,32 @@ def test_bad_input_names_the_option(field: str, value: object, needle: str):
     assert needle in str(err.value)
 
 
-def test_cli_json_keys(tool_env: dict[str, str]):
-    out = subprocess.run(
-        [
-            "capturelab",
-            "plan",
-            "--participants",
-            "10000",
-            "--kb-per-minute",
-            "200",
-            "--active-hours",
-            "10",
-            "--compression-saving",
-            "0.7",
-            "--retention-days",
-            "30",
-            "--array-tb",
-            "16",
-            "--json",
-        ],
-        env=tool_env,
+COHORT_ARGS = [
+    "--kb-per-minute",
+    "200",
+    "--active-hours",
+    "10",
+    "--compression-saving",
+    "0.7",
+    "--retention-days",
+    "30",
+]
+
+
+def _cli(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["capturelab", "plan", *COHORT_ARGS, *extra],
+        env=env,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    data = json.loads(out)
+        check=False,
+    )
+
+
+def test_cli_json_keys(tool_env: dict[str, str]):
+    res = _cli(tool_env, "--participants", "10000", "--array-tb", "16", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
     assert data["raw_bytes_per_day"] == 1_200_000_000_000
     assert data["compressed_bytes_per_day"] == 360_000_000_000
     assert data["avg_ingest_bytes_per_s"] == pytest.approx(10e6)
@@ -96,27 +97,6 @@ def test_cli_json_keys(tool_env: dict[str, str]):
 
 
 def test_cli_bad_watts_exit_2(tool_env: dict[str, str]):
-    res = subprocess.run(
-        [
-            "capturelab",
-            "plan",
-            "--participants",
-            "1",
-            "--kb-per-minute",
-            "200",
-            "--active-hours",
-            "10",
-            "--compression-saving",
-            "0.7",
-            "--retention-days",
-            "30",
-            "--watts",
-            "gateway=lots",
-        ],
-        env=tool_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    res = _cli(tool_env, "--participants", "1", "--watts", "gateway=lots")
     assert res.returncode == 2
     assert "--watts: 'gateway=lots': 'lots' is not a number" in res.stderr

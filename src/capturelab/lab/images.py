@@ -19,13 +19,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from capturelab.errors import CapturelabError, InputError
 from capturelab.lab.paths import LabPaths
-from capturelab.lab.process import run, say, succeeds
+from capturelab.lab.process import run, say, succeeds, venv_tool
 
 SUITE = "bookworm"
 ARCHES = ("amd64", "arm64")
@@ -93,17 +92,6 @@ def recipe_hash(files: list[Path], params: dict[str, object]) -> str:
     return digest.hexdigest()[:12]
 
 
-def pyinfra_bin() -> str:
-    """The pyinfra next to this interpreter (the project venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / "pyinfra"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("pyinfra")
-    if not found:
-        raise CapturelabError("pyinfra is not installed: run `make venv` (it is a lab dependency)")
-    return found
-
-
 def pyinfra_deploy(
     paths: LabPaths, target: str, deploy: str, data: dict[str, str], what: str
 ) -> None:
@@ -112,7 +100,7 @@ def pyinfra_deploy(
     Runs from images/ (so the recipes import ``debian_base``) with -vvv, so long commands such
     as debootstrap show their progress instead of a silent minute.
     """
-    argv = [pyinfra_bin(), "-y", "-vvv", target, deploy]
+    argv = [venv_tool("pyinfra"), "-y", "-vvv", target, deploy]
     for key, value in data.items():
         argv += ["--data", f"{key}={value}"]
     run(argv, what=what, cwd=str(paths.images))

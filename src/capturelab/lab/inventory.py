@@ -10,14 +10,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capturelab.errors import CapturelabError, InputError
+from capturelab.errors import InputError
+from capturelab.lab.process import venv_tool
 
 PLATFORMS = ("container", "vm")
 ARCHES = ("amd64", "arm64")
@@ -61,22 +60,12 @@ class LabInventory:
         return {n.arch for n in self.containers}
 
 
-def _ansible_inventory_bin() -> str:
-    beside = Path(sys.executable).parent / "ansible-inventory"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("ansible-inventory")
-    if not found:
-        raise CapturelabError("ansible-inventory not found: run `make venv` first")
-    return found
-
-
 def dump_inventory(path: Path) -> dict[str, Any]:
     """``ansible-inventory --list`` of ``path`` as a dict."""
     if not path.exists():
         raise InputError(f"inventory {path} does not exist")
     proc = subprocess.run(
-        [_ansible_inventory_bin(), "-i", str(path), "--list"],
+        [venv_tool("ansible-inventory"), "-i", str(path), "--list"],
         capture_output=True,
         check=False,
         text=True,
@@ -87,12 +76,12 @@ def dump_inventory(path: Path) -> dict[str, Any]:
     return data
 
 
-def _group_members(data: dict[str, Any], group: str) -> set[str]:
+def group_members(data: dict[str, Any], group: str) -> set[str]:
     """Hosts of ``group`` including those of its child groups."""
     entry = data.get(group, {})
     hosts = set(entry.get("hosts", []))
     for child in entry.get("children", []):
-        hosts |= _group_members(data, child)
+        hosts |= group_members(data, child)
     return hosts
 
 
@@ -174,10 +163,10 @@ def _vm(
 def parse_inventory(path: Path, data: dict[str, Any]) -> LabInventory:
     """Validate the lab variables of an ``ansible-inventory --list`` dump."""
     hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
-    all_hosts = _group_members(data, "all") | set(hostvars)
+    all_hosts = group_members(data, "all") | set(hostvars)
     if not all_hosts:
         raise InputError(f"inventory {path} has no hosts")
-    tier_members = {g: _group_members(data, g) for g in TIER_GROUPS}
+    tier_members = {g: group_members(data, g) for g in TIER_GROUPS}
     network, subnet = _network(next(iter(hostvars.values()), {}))
     nodes: list[LabNode] = []
     seen_ips: dict[str, str] = {}

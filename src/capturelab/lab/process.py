@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from capturelab.errors import CapturelabError
+from capturelab.errors import CapturelabError, HostEnvironmentError
 
 
 def say(message: str) -> None:
@@ -34,27 +36,16 @@ def run(
     say(f"{what}: {shlex.join(argv)}")
     started = time.monotonic()
     try:
-        if stream:
-            proc = subprocess.run(
-                argv,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                input=input_bytes,
-                timeout=timeout,
-                check=False,
-            )
-            output = ""
-        else:
-            proc = subprocess.run(
-                argv,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                input=input_bytes,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-            output = proc.stdout.decode(errors="replace")
+        proc = subprocess.run(
+            argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            input=input_bytes,
+            capture_output=not stream,
+            timeout=timeout,
+            check=False,
+        )
+        output = "" if stream else proc.stdout.decode(errors="replace")
     except FileNotFoundError as exc:
         raise CapturelabError(f"{what}: command not found: {argv[0]}") from exc
     except subprocess.TimeoutExpired as exc:
@@ -70,6 +61,19 @@ def run(
     if stream:
         say(f"{what}: done in {time.monotonic() - started:.0f} s")
     return output
+
+
+def venv_tool(name: str) -> str:
+    """A console script of this interpreter's venv (ansible, pyinfra, ...), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise HostEnvironmentError(
+            f"{name} is not installed: run `make venv` (the project's toolchain)"
+        )
+    return found
 
 
 def succeeds(argv: Sequence[str], timeout: float = 30) -> bool:

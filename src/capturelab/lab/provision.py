@@ -7,14 +7,13 @@ second run ``changed=0`` on every host (idempotence), else we say which hosts ch
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from capturelab.errors import CapturelabError
-from capturelab.lab.process import say
+from capturelab.lab.process import say, venv_tool
 
 RECAP_RE = re.compile(
     r"^(?P<host>[^\s:]+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
@@ -51,19 +50,11 @@ def parse_recap(output: str) -> dict[str, HostRecap]:
     return recaps
 
 
-def _playbook_bin() -> str:
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    found = str(beside) if beside.exists() else shutil.which("ansible-playbook")
-    if not found:
-        raise CapturelabError("ansible-playbook not found: run `make venv`")
-    return found
-
-
 def run_playbook(inventory: Path, playbook: Path) -> dict[str, HostRecap]:
     """Run the playbook, streaming its output, and return its recap."""
     if not playbook.is_file():
         raise CapturelabError(f"playbook {playbook} does not exist")
-    argv = [_playbook_bin(), "-i", str(inventory), str(playbook)]
+    argv = [venv_tool("ansible-playbook"), "-i", str(inventory), str(playbook)]
     say(f"ansible-playbook -i {inventory} {playbook}")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from capturelab.errors import HostEnvironmentError
+from capturelab.lab.inventory import TIER_GROUPS, dump_inventory, group_members
+from capturelab.lab.process import venv_tool
 from capturelab.results import Result
-
-TIER_GROUPS = ("collectors", "gateways", "storage", "processing")
 
 
 @dataclass(frozen=True)
@@ -37,38 +35,12 @@ class NodeFacts:
         return asdict(self)
 
 
-def _ansible_bin() -> str:
-    beside = Path(sys.executable).parent / "ansible"
-    found = str(beside) if beside.exists() else shutil.which("ansible")
-    if not found:
-        raise HostEnvironmentError("ansible is not installed: run `make venv`")
-    return found
-
-
-def _host_groups(inventory: Path) -> dict[str, list[str]]:
-    ansible_inventory = Path(_ansible_bin()).with_name("ansible-inventory")
-    proc = subprocess.run(
-        [str(ansible_inventory), "-i", str(inventory), "--list"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise HostEnvironmentError(
-            f"ansible-inventory -i {inventory} failed: {proc.stderr.strip()}"
-        )
-    data = json.loads(proc.stdout)
+def host_groups(inventory: Path) -> dict[str, list[str]]:
+    """Host -> the tier groups it belongs to, as Ansible resolves the inventory."""
+    data = dump_inventory(inventory)
     groups: dict[str, list[str]] = {h: [] for h in data.get("_meta", {}).get("hostvars", {})}
-
-    def members(group: str) -> set[str]:
-        entry = data.get(group, {})
-        found = set(entry.get("hosts", []))
-        for child in entry.get("children", []):
-            found |= members(child)
-        return found
-
     for group in TIER_GROUPS:
-        for host in members(group):
+        for host in sorted(group_members(data, group)):
             groups.setdefault(host, []).append(group)
     return groups
 
@@ -123,7 +95,7 @@ def parse_setup_output(stdout: str, groups: dict[str, list[str]]) -> list[NodeFa
 
 
 def collect(inventory: Path, timeout: float = 300) -> list[NodeFacts]:
-    groups = _host_groups(inventory)
+    groups = host_groups(inventory)
     env = dict(
         os.environ,
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
@@ -132,7 +104,7 @@ def collect(inventory: Path, timeout: float = 300) -> list[NodeFacts]:
     )
     proc = subprocess.run(
         [
-            _ansible_bin(),
+            venv_tool("ansible"),
             "-i",
             str(inventory),
             "all",

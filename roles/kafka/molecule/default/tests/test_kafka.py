@@ -64,7 +64,7 @@ def test_storage_formatted_with_derived_cluster_id(host):
     assert props["cluster.id"] in host.file("/etc/kafka/server.properties").content_string
 
 
-def test_topics_with_declared_configs(host, ip):
+def _topic_summary(host, ip: str, topic: str) -> str:
     out = _java(
         host,
         "org.apache.kafka.tools.TopicCommand",
@@ -72,24 +72,20 @@ def test_topics_with_declared_configs(host, ip):
         f"{ip}:9092",
         "--describe",
         "--topic",
-        "capture.events",
+        topic,
     )
-    first = out.splitlines()[0]
-    assert "PartitionCount: 6" in first
-    assert "ReplicationFactor: 1" in first
-    assert "retention.ms=432000000" in first, "120 h"
-    assert "cleanup.policy=delete" in first
-    control = _java(
-        host,
-        "org.apache.kafka.tools.TopicCommand",
-        "--bootstrap-server",
-        f"{ip}:9092",
-        "--describe",
-        "--topic",
-        "capture.control",
-    )
-    assert "cleanup.policy=compact" in control.splitlines()[0]
-    assert "retention.ms=-1" in control.splitlines()[0]
+    return out.splitlines()[0]
+
+
+def test_topics_with_declared_configs(host, ip):
+    capture = _topic_summary(host, ip, "capture.events")
+    assert "PartitionCount: 6" in capture
+    assert "ReplicationFactor: 1" in capture
+    assert "retention.ms=432000000" in capture, "120 h"
+    assert "cleanup.policy=delete" in capture
+    control = _topic_summary(host, ip, "capture.control")
+    assert "cleanup.policy=compact" in control
+    assert "retention.ms=-1" in control
 
 
 def test_round_trip_with_kcat(host, ip):
