@@ -40,7 +40,8 @@ lint: venv
 	mypy
 
 unit: venv
-	pytest tests
+	@mkdir -p .test-results
+	pytest tests --junitxml=.test-results/unit.xml
 
 # Container engine, qemu and debootstrap (installed from OS packages when root on Debian).
 engine: venv
@@ -51,12 +52,20 @@ images: engine
 	capturelab lab images --arch amd64 --arch arm64
 
 molecule: images
+	@mkdir -p .test-results; rm -f .test-results/molecule.passed
 	@for role in $(MOLECULE_ROLES); do \
 	  echo "== molecule: $$role"; \
 	  (cd roles/$$role && molecule test --all) || exit 1; \
+	  for s in roles/$$role/molecule/*/molecule.yml; do echo "$$s" >> .test-results/molecule.passed; done; \
 	done
 
+# The closing line counts unit tests and molecule scenarios (each ran converge, idempotence, verify).
 test: lint unit molecule
+	@python3 -c 'import xml.etree.ElementTree as E; r=E.parse(".test-results/unit.xml").getroot(); \
+	s=r if r.tag=="testsuite" else r.find("testsuite"); t,f,e,k=(int(s.get(x)) for x in ("tests","failures","errors","skipped")); \
+	m=sum(1 for _ in open(".test-results/molecule.passed")); \
+	print(f"unit tests: {t-f-e-k} passed, {f+e} failed, {k} skipped; molecule scenarios: {m} passed"); \
+	print(f"test: {t-f-e-k+m} passed, {f+e} failed")'
 
 # The lab: on any failure everything it created is removed again (KEEP=1 keeps it to debug).
 lab: venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +23,8 @@ def _load(path: Path) -> ModuleType:
 
 
 filters = _load(ROLE / "filter_plugins" / "kafka.py")
+# Ansible ships a role's module_utils to the host as ansible.module_utils.<name>; do the same here.
+sys.modules["ansible.module_utils.kafka_cli"] = _load(ROLE / "module_utils" / "kafka_cli.py")
 topics_module = _load(ROLE / "library" / "kafka_topics.py")
 
 

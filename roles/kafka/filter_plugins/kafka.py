@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 from typing import Any
 
 
@@ -18,6 +19,18 @@ def kafka_cluster_id(members: list[str], salt: str = "") -> str:
     seed = "\n".join(sorted(str(m) for m in members)) + "\n" + salt
     digest = hashlib.sha256(seed.encode()).digest()[:16]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def kafka_scram_password(secret: str, principal: str) -> str:
+    """A principal's SCRAM password, derived from the lab's one Kafka secret (kept in the vault).
+
+    HMAC-SHA256(secret, "kafka-scram:" + principal), base64url: every tier that knows the
+    secret and its own principal name can compute its password; nothing else is stored.
+    """
+    if len(secret) < 16:
+        raise ValueError("kafka_scram_password: the secret must be at least 16 characters")
+    mac = hmac.new(secret.encode(), f"kafka-scram:{principal}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
 def kafka_properties(text: str) -> dict[str, str]:
@@ -37,4 +50,5 @@ class FilterModule:
         return {
             "kafka_cluster_id": kafka_cluster_id,
             "kafka_properties": kafka_properties,
+            "kafka_scram_password": kafka_scram_password,
         }

@@ -9,10 +9,9 @@ topic. Retries while the broker is not answering, then fails clearly.
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kafka_cli import run_java
 
 DOCUMENTATION = r"""
 module: kafka_topics
@@ -25,6 +24,7 @@ options:
   topics: {description: list of {name, partitions, replication, configs}, type: list, elements: dict, required: true}
   retries: {description: attempts while the broker does not answer, type: int, default: 10}
   delay: {description: seconds between attempts, type: int, default: 6}
+  command_config: {description: client properties file (TLS+SASL admin), type: str}
 author: capturelab
 """
 
@@ -34,41 +34,24 @@ TOPIC_LINE = re.compile(
 )
 
 
-def _java(module, classpath, main, args, *, retries, delay):
-    argv = ["java", "-cp", classpath, main, *args]
-    last = ""
-    for attempt in range(max(1, retries)):
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=180)
-        if proc.returncode == 0:
-            return proc.stdout
-        last = (proc.stderr or proc.stdout).strip()
-        transient = any(
-            s in last
-            for s in (
-                "TimeoutException",
-                "Connection to node",
-                "could not be established",
-                "DisconnectException",
-                "NotControllerException",
-                "LEADER_NOT_AVAILABLE",
-            )
-        )
-        if not transient:
-            break
-        if attempt + 1 < retries:
-            time.sleep(delay)
-    module.fail_json(msg=f"{main.rsplit('.', 1)[-1]} {' '.join(args)} failed: {last[-1500:]}")
-    return ""
+def _tool(module, p, main, args):
+    return run_java(
+        module,
+        p["classpath"],
+        main,
+        args,
+        retries=p["retries"],
+        delay=p["delay"],
+        command_config=p.get("command_config"),
+    )
 
 
 def describe_topics(module, p):
-    out = _java(
+    out = _tool(
         module,
-        p["classpath"],
+        p,
         "org.apache.kafka.tools.TopicCommand",
         ["--bootstrap-server", p["bootstrap"], "--describe", "--exclude-internal"],
-        retries=p["retries"],
-        delay=p["delay"],
     )
     topics = {}
     for line in out.splitlines():
@@ -79,13 +62,11 @@ def describe_topics(module, p):
 
 
 def describe_configs(module, p):
-    out = _java(
+    out = _tool(
         module,
-        p["classpath"],
+        p,
         "kafka.admin.ConfigCommand",
         ["--bootstrap-server", p["bootstrap"], "--entity-type", "topics", "--describe"],
-        retries=p["retries"],
-        delay=p["delay"],
     )
     configs, current = {}, None
     for raw in out.splitlines():
@@ -139,6 +120,7 @@ def main():
             "topics": {"type": "list", "elements": "dict", "required": True},
             "retries": {"type": "int", "default": 10},
             "delay": {"type": "int", "default": 6},
+            "command_config": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -168,18 +150,11 @@ def main():
             ]
             for k, v in sorted(cfg.items()):
                 args += ["--config", f"{k}={v}"]
-            _java(
-                module,
-                p["classpath"],
-                "org.apache.kafka.tools.TopicCommand",
-                args,
-                retries=p["retries"],
-                delay=p["delay"],
-            )
+            _tool(module, p, "org.apache.kafka.tools.TopicCommand", args)
         elif action == "grow":
-            _java(
+            _tool(
                 module,
-                p["classpath"],
+                p,
                 "org.apache.kafka.tools.TopicCommand",
                 [
                     "--bootstrap-server",
@@ -190,13 +165,11 @@ def main():
                     "--partitions",
                     str(want_p),
                 ],
-                retries=p["retries"],
-                delay=p["delay"],
             )
         else:
-            _java(
+            _tool(
                 module,
-                p["classpath"],
+                p,
                 "kafka.admin.ConfigCommand",
                 [
                     "--bootstrap-server",
@@ -209,8 +182,6 @@ def main():
                     "--add-config",
                     ",".join(f"{k}={v}" for k, v in sorted(cfg.items())),
                 ],
-                retries=p["retries"],
-                delay=p["delay"],
             )
     module.exit_json(
         changed=bool(plans),
