@@ -1,0 +1,96 @@
+"""Bad role input fails before any change and names the variable (the roles' validate.yml).
+
+Types and choices are checked by each role's argument specs when the role is applied (see
+test_inventories.py); these are the checks a type cannot express.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PLAYBOOK = Path(__file__).parent / "playbooks" / "role_validate.yml"
+
+
+def _run(
+    tmp_path: Path, env: dict[str, str], role: str, hosts: list[str], extra: dict[str, object]
+):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps({"all": {"children": {"gateways": {"hosts": {key: {} for key in hosts}}}}})
+    )
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(inventory),
+            str(PLAYBOOK),
+            "-e",
+            f"role_under_test={role}",
+            "-e",
+            json.dumps(extra),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+
+
+@pytest.mark.parametrize(
+    ("hosts", "extra", "needle"),
+    [
+        (["gw-1"], {"kafka_replication_factor": 3}, "kafka_replication_factor (3)"),
+        (["gw-1", "gw-2"], {"kafka_controller_count": 2}, "kafka_controller_count (2) must be odd"),
+        (
+            ["gw-1"],
+            {"kafka_topics": [{"name": "t", "partitions": 1, "retention_hours": "5 days"}]},
+            "got 5 days",
+        ),
+        (
+            ["gw-1"],
+            {
+                "kafka_topics": [
+                    {"name": "t", "partitions": 1, "retention_hours": 1, "cleanup": "shred"}
+                ]
+            },
+            "kafka_topics entry t",
+        ),
+        (["gw-1"], {"kafka_install_method": "tarball_local"}, "kafka_tarball_local_path"),
+        (["gw-1"], {"kafka_plaintext_enabled": False}, "brokers would have no client listener"),
+        (["gw-1"], {"kafka_install_method": "rsync"}, "kafka_install_method"),
+    ],
+)
+def test_kafka_bad_input(tmp_path: Path, tool_env: dict[str, str], hosts, extra, needle):
+    res = _run(tmp_path, tool_env, "kafka", hosts, extra)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_kafka_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
+    res = _run(tmp_path, tool_env, "kafka", ["gw-1", "gw-2", "gw-3"], {})
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"common_journald_max_use": "lots"}, "common_journald_max_use must look like 512M"),
+        (
+            {"common_firewall_allowed_cidrs": ["10.0.0.0/8", "everywhere"]},
+            "everywhere is not an IPv4 or IPv6 CIDR",
+        ),
+        (
+            {"common_firewall_group_ports": {"gateways": [{"port": 99999}]}},
+            "common_firewall_group_ports.gateways",
+        ),
+    ],
+)
+def test_common_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
+    res = _run(tmp_path, tool_env, "common", ["node-1"], extra)
+    assert res.returncode != 0
+    assert needle in res.stdout, res.stdout[-3000:]
