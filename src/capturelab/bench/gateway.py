@@ -246,4 +246,5 @@ def create_topic(bootstrap: str, partitions: int, timeout: float = 60) -> str:
 
 
 def delete_topic(bootstrap: str, topic: str) -> None:
-    AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])[topic].result(timeout=60)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep the handle alive until the result
+    admin.delete_topics([topic])[topic].result(timeout=60)
