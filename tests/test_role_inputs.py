@@ -20,7 +20,15 @@ def _run(
 ):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
-        json.dumps({"all": {"children": {"gateways": {"hosts": {key: {} for key in hosts}}}}})
+        json.dumps(
+            {
+                "all": {
+                    # Host-side checks (the stat of the metadata dir) run here, with this very Python.
+                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                    "children": {"gateways": {"hosts": {key: {} for key in hosts}}},
+                }
+            }
+        )
     )
     return subprocess.run(
         [
