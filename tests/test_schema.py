@@ -82,7 +82,9 @@ def test_round_trip(codec: Codec):
     assert header.collector_id == "collector-01"
     assert (header.first_seq, header.count, header.last_seq) == (100, 50, 149)
     assert header.codec is codec
+    assert header.frame_len == len(frame)
     assert decode_batch(frame) == batch
+    assert decode_batch(frame).pseudonym_hex == PSEUDONYM.hex()  # the storage layout's folder name
 
 
 def test_pseudonym_is_keyed_and_stable():

@@ -221,17 +221,6 @@ class LabVm:
             f"console log: {self.console_log}"
         )
 
-    def stop(self, timeout: float = 30) -> None:
-        pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.pid() is not None:
-                time.sleep(0.5)
-            if self.pid() is not None:
-                os.kill(pid, signal.SIGKILL)
-            say(f"{self.node.name}: VM stopped")
-
 
 def stop_all(paths: LabPaths) -> list[str]:
     """Stop every VM whose pidfile is under ``.lab/vm``; return their names."""
