@@ -28,7 +28,7 @@ help:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade 'pip>=24'
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[dev]'  # one line per package: no silent minute
 	touch $@
 
 venv: $(VENV)/.installed
