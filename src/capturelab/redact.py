@@ -145,17 +145,10 @@ def _card_ok(value: str) -> bool:
     return 13 <= len(digits) <= 19 and _luhn(digits)
 
 
-def _ipv4_ok(value: str) -> bool:
+def _ip_ok(value: str) -> bool:
+    """The candidate parses as an IPv4 or IPv6 address (octets <= 255, valid groups)."""
     try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _ipv6_ok(value: str) -> bool:
-    try:
-        ipaddress.IPv6Address(value)
+        ipaddress.ip_address(value)
     except ValueError:
         return False
     return True
@@ -174,8 +167,8 @@ DEFAULT_RECOGNISERS: tuple[Recogniser, ...] = (
     _regex("CARD", _CARD, check=_card_ok),
     _regex("IBAN", _IBAN, check=_iban_ok),
     _regex("EMAIL", _EMAIL),
-    _regex("IP", _IPV4, check=_ipv4_ok),
-    _regex("IP", _IPV6, check=_ipv6_ok),
+    _regex("IP", _IPV4, check=_ip_ok),
+    _regex("IP", _IPV6, check=_ip_ok),
     _regex("PHONE", _PHONE),
     _regex("SECRET", _TOKEN, check=_secret_ok),
 )

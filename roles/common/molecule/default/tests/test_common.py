@@ -64,29 +64,28 @@ def _nft_unavailable(host) -> str:
     return "" if probe.rc == 0 else probe.stderr.strip()
 
 
-def test_firewall_rules_file(host, hostvars):
-    assert host.service("nftables").is_enabled
-    rules = host.file("/etc/nftables.conf").content_string
-    assert "policy drop;" in rules
+def _assert_tier_ports(rules: str, groups: list[str]) -> None:
+    """SSH for everyone; Kafka's port only where the host is in the gateways group."""
+    assert "policy drop" in rules
     assert "tcp dport 22 accept" in rules
-    assert "172.16.0.0/12" in rules
-    if "gateways" in hostvars["group_names"]:
+    if "gateways" in groups:
         assert "tcp dport 9092 accept" in rules
     else:
         assert "dport 9092" not in rules
+
+
+def test_firewall_rules_file(host, hostvars):
+    assert host.service("nftables").is_enabled
+    rules = host.file("/etc/nftables.conf").content_string
+    assert "172.16.0.0/12" in rules
+    _assert_tier_ports(rules, hostvars["group_names"])
 
 
 def test_firewall_table(host, hostvars):
     why = _nft_unavailable(host)
     if why:
         pytest.skip(f"nft cannot reach the kernel in this emulated container: {why}")
-    ruleset = host.check_output("nft list table inet capturelab")
-    assert "policy drop" in ruleset
-    assert "tcp dport 22 accept" in ruleset
-    if "gateways" in hostvars["group_names"]:
-        assert "tcp dport 9092 accept" in ruleset
-    else:
-        assert "dport 9092" not in ruleset
+    _assert_tier_ports(host.check_output("nft list table inet capturelab"), hostvars["group_names"])
 
 
 def _reachable(ip: str, port: int) -> bool:
