@@ -17,7 +17,7 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help venv lint unit engine images molecule test lab lab-up lab-provision lab-report lab-down kafka-lock
+.PHONY: help venv lint unit kafka-jars engine images molecule test lab lab-up lab-provision lab-report lab-down kafka-lock
 
 help:
 	@echo "make lab       bring up the sim lab, provision it (twice: idempotence) and write a report"
@@ -39,7 +39,11 @@ lint: venv
 	ruff check .
 	mypy
 
-unit: venv
+# Kafka's jars, resolved and checksum-verified once on the controller (the sink tests' broker).
+kafka-jars: venv
+	ansible-playbook playbooks/kafka-jars.yml -e kafka_version=$(KAFKA_VERSION)
+
+unit: venv kafka-jars
 	@mkdir -p .test-results
 	pytest tests --junitxml=.test-results/unit.xml
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kafka_local import LocalKafka, require_libs
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -28,3 +29,12 @@ def tool_env() -> dict[str, str]:
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
     )
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real Kafka broker on loopback for the module's tests (stopped afterwards)."""
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), require_libs())
+    broker.start()
+    yield broker
+    broker.stop()

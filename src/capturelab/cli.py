@@ -11,6 +11,7 @@ from capturelab.bench import cli as bench_cli
 from capturelab.errors import CapturelabError
 from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
+from capturelab.sink import cli as sink_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cli.register(sub)
     redact_cli.register(sub)
     bench_cli.register(sub)
+    sink_cli.register(sub)
     return parser
 
 

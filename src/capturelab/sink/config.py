@@ -1,0 +1,122 @@
+"""The sink's configuration file (``/etc/capturelab/sink.yml``, written by the ``sink`` role)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from capturelab.errors import InputError
+from capturelab.transport import Security
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    root: Path
+    bootstrap_servers: str
+    group_id: str = "capturelab-sink"
+    client_id: str = "capturelab-sink"
+    capture_topic: str = "capture.events"
+    control_topic: str = "capture.control"
+    retention_days: int = 30
+    min_free_bytes: int = 1 << 30
+    flush_max_messages: int = 500
+    flush_interval_ms: int = 200
+    status_interval_s: float = 5.0
+    security: Security | None = field(default=None, repr=False)
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "state" / "status.json"
+
+
+_INTS = {
+    "retention_days": 1,
+    "min_free_bytes": 0,
+    "flush_max_messages": 1,
+    "flush_interval_ms": 1,
+}
+
+
+def parse_config(data: Any, where: str) -> SinkConfig:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: must be a mapping")
+    known = set(SinkConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for name in ("root", "bootstrap_servers"):
+        if not isinstance(data.get(name), str) or not data[name].strip():
+            raise InputError(f"{where}: field {name} is required (a non-empty string)")
+    kwargs: dict[str, Any] = {
+        "root": Path(data["root"]),
+        "bootstrap_servers": data["bootstrap_servers"],
+    }
+    kwargs.update(_strings(data, where))
+    kwargs.update(_ints(data, where))
+    if "status_interval_s" in data:
+        value = data["status_interval_s"]
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise InputError(f"{where}: field status_interval_s must be a positive number")
+        kwargs["status_interval_s"] = float(value)
+    if not kwargs["root"].is_absolute():
+        raise InputError(f"{where}: field root must be an absolute path, got {data['root']!r}")
+    sec = data.get("security")
+    if sec is not None:
+        kwargs["security"] = _security(sec, f"{where}: security")
+    return SinkConfig(**kwargs)
+
+
+def _strings(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("group_id", "client_id", "capture_topic", "control_topic"):
+        if name in data:
+            if not isinstance(data[name], str) or not data[name]:
+                raise InputError(f"{where}: field {name} must be a non-empty string")
+            out[name] = data[name]
+    return out
+
+
+def _ints(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, minimum in _INTS.items():
+        if name in data:
+            value = data[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise InputError(
+                    f"{where}: field {name} must be an integer >= {minimum}, got {value!r}"
+                )
+            out[name] = value
+    return out
+
+
+def _security(sec: Any, where: str) -> Security:
+    if not isinstance(sec, dict):
+        raise InputError(f"{where} must be a mapping")
+    for name in ("username", "password_file", "ca_file"):
+        if not isinstance(sec.get(name), str) or not sec[name]:
+            raise InputError(f"{where}.{name} is required")
+    password_file = Path(sec["password_file"])
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"{where}.password_file {password_file}: {exc.strerror}") from None
+    if not password:
+        raise InputError(f"{where}.password_file {password_file} is empty")
+    if not Path(sec["ca_file"]).is_file():
+        raise InputError(f"{where}.ca_file {sec['ca_file']} does not exist")
+    return Security(sec["username"], password, sec["ca_file"])
+
+
+def load_config(path: Path) -> SinkConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"sink config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"sink config {path}: not YAML ({exc})") from None
+    return parse_config(data, f"sink config {path}")

@@ -1,0 +1,312 @@
+"""The sink service: a Kafka consumer group that lands capture batches and acts on erasures.
+
+Loop: consume up to ``flush_max_messages`` (or ``flush_interval_ms``), put each capture frame into
+the store, act on each control message, ``flush`` (fsync), then commit the next offsets
+synchronously. A crash anywhere before the commit means redelivery, which the ledger turns into
+"already stored": every event lands exactly once. More instances with the same ``group_id`` share
+the partitions. A full volume pauses every assigned partition, keeps the unprocessed messages in
+memory, and resumes when space is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from capturelab.consent import ControlMessage
+from capturelab.errors import InputError
+from capturelab.sink.config import SinkConfig
+from capturelab.sink.erasure import Tombstones, expire
+from capturelab.sink.layout import Layout, write_atomic
+from capturelab.sink.store import DiskFullError, SegmentStore
+
+log = logging.getLogger(__name__)
+RETENTION_EVERY_S = 3600.0
+RESUME_CHECK_S = 2.0
+
+
+class _RewoundError(Exception):
+    """A flush failed: everything since the last commit was rolled back and will be redelivered."""
+
+
+def consumer_config(config: SinkConfig) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "group.id": config.group_id,
+        "client.id": config.client_id,
+        # Static membership: a restarted instance takes its partitions back at once instead of
+        # waiting out the session of its dead predecessor (client ids are unique per instance).
+        "group.instance.id": config.client_id,
+        "enable.auto.commit": False,  # commits follow fsync, never a timer
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",  # a new group reads the whole buffer: nothing skipped
+        "isolation.level": "read_committed",
+        "enable.partition.eof": False,
+        "session.timeout.ms": 45_000,
+        "max.poll.interval.ms": 300_000,
+    }
+    if config.security is not None:
+        conf.update(config.security.librdkafka())
+    return conf
+
+
+@dataclass
+class Status:
+    state: str = "starting"
+    reason: str = ""
+    assigned: list[str] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)
+    last_commit: str = ""
+    control_messages: int = 0
+    bad_control_messages: int = 0
+    erasures: int = 0
+
+
+class SinkService:
+    def __init__(
+        self,
+        config: SinkConfig,
+        *,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.layout = Layout(config.root)
+        self.layout.create()
+        self.tombstones = Tombstones(self.layout)
+        self.store = SegmentStore(
+            config.root, min_free_bytes=config.min_free_bytes, erased=self.tombstones.erased
+        )
+        for stone in self.tombstones.unfinished():  # a crash mid-erasure: finish it
+            self.tombstones.erase(stone.pseudonym, stone.at, stone.reason)
+        self.status = Status()
+        self.consumer = consumer_factory(consumer_config(config))
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._backlog: list[Message] = []
+        self._paused = False
+        self._stop = False
+        self._last_status = 0.0
+        self._last_retention = 0.0
+        self._last_resume_check = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def request_stop(self, _signum: int = 0, _frame: FrameType | None = None) -> None:
+        self._stop = True
+
+    def run(self, *, max_seconds: float | None = None, install_signals: bool = True) -> None:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self.consumer.subscribe(
+            [self.config.capture_topic, self.config.control_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+        self.status.state = "running"
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        try:
+            while not self._stop and (deadline is None or time.monotonic() < deadline):
+                self.step()
+        finally:
+            self._checkpoint()
+            self.status.state = "stopped"
+            self.write_status(force=True)
+            self.consumer.close()
+            self.store.close()
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now - self._last_retention >= RETENTION_EVERY_S:
+            self._last_retention = now
+            self.retention()
+        if self._paused:
+            if now - self._last_resume_check >= RESUME_CHECK_S:
+                self._last_resume_check = now
+                self._try_resume()
+            self.consumer.poll(0.2)  # keeps the group membership alive while paused
+            self.write_status()
+            return
+        messages = self.consumer.consume(
+            num_messages=self.config.flush_max_messages,
+            timeout=self.config.flush_interval_ms / 1000,
+        )
+        self._process(messages)
+        self.write_status()
+
+    # --- processing ----------------------------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        for i, msg in enumerate(messages):
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer: %s", err)
+                continue
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            try:
+                if topic == self.config.control_topic:
+                    self._control(msg)
+                else:
+                    self.store.put(msg.value() or b"", f"{topic}-{partition}-{offset}")
+            except DiskFullError as exc:
+                self._pause(str(exc), messages[i:])
+                return
+            except _RewoundError:
+                return
+            self._offsets[(topic, partition)] = offset + 1
+        self._checkpoint()
+
+    def _control(self, msg: Message) -> None:
+        self.status.control_messages += 1
+        try:
+            control = ControlMessage.decode(msg.value() or b"")
+        except InputError as exc:
+            self.status.bad_control_messages += 1
+            self.store.quarantine(
+                msg.value() or b"", f"{msg.topic()}-{msg.partition()}-{msg.offset()}", str(exc)
+            )
+            return
+        # Everything consumed before the erasure is made durable first, then erased with it.
+        if not self._checkpoint():
+            raise _RewoundError
+        self.store.close(control.pseudonym.hex())
+        self.tombstones.erase(control.pseudonym.hex(), control.at, control.type.value)
+        self.status.erasures += 1
+
+    def _checkpoint(self) -> bool:
+        """fsync, then commit: the only place offsets are committed. False: rolled back."""
+        try:
+            self.store.flush()
+        except DiskFullError as exc:
+            # Nothing since the last commit is durable: redeliver it all after space returns.
+            self.store.discard_pending()
+            self._offsets.clear()
+            self._rewind_and_pause(str(exc))
+            return False
+        if self._offsets:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self._offsets.items())]
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self._offsets.clear()
+            self.status.last_commit = self.clock().isoformat()
+        return True
+
+    # --- full volume ---------------------------------------------------------------------------
+
+    def _pause(self, reason: str, unprocessed: list[Message]) -> None:
+        if not self._checkpoint():
+            return  # rewound and paused already: the unprocessed messages come again
+        self._backlog = [m for m in unprocessed if m.error() is None] + self._backlog
+        self._pause_all(reason)
+
+    def _rewind_and_pause(self, reason: str) -> None:
+        committed = self.consumer.committed(self.consumer.assignment(), timeout=10)
+        for tp in committed:
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+        self._backlog.clear()
+        self._pause_all(reason)
+
+    def _pause_all(self, reason: str) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        self._paused = True
+        self.status.state = "paused"
+        self.status.reason = reason
+        log.error("intake paused: %s", reason)
+        self.write_status(force=True)
+
+    def _try_resume(self) -> None:
+        if self.store.free_bytes() < self.config.min_free_bytes + (8 << 20):
+            return
+        self._paused = False
+        self.status.state = "running"
+        self.status.reason = ""
+        backlog, self._backlog = self._backlog, []
+        log.info("space is back: resuming with %d held messages", len(backlog))
+        self._process(backlog)
+        if not self._paused:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.resume(assignment)
+
+    # --- rebalance -----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.status.assigned = sorted(f"{p.topic}-{p.partition}" for p in partitions)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._checkpoint()
+        lost = {(p.topic, p.partition) for p in partitions}
+        self._backlog = [m for m in self._backlog if (m.topic(), m.partition()) not in lost]
+        self.status.assigned = []
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    def retention(self) -> None:
+        self._checkpoint()
+        self.store.close()
+        gone = expire(self.layout, self.clock(), self.config.retention_days)
+        if gone.files_removed:
+            log.info(
+                "retention (%d days): removed %d files, %d events",
+                self.config.retention_days,
+                gone.files_removed,
+                gone.events_removed,
+            )
+
+    def lag(self) -> dict[str, int]:
+        """Messages behind the high watermark per assigned partition (from the fetch responses:
+        no broker round trip, so the status never stalls the consume loop)."""
+        out: dict[str, int] = {}
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return out
+        for tp in self.consumer.position(assignment):
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 or tp.offset < 0:
+                continue  # not fetched yet: unknown, not zero
+            out[f"{tp.topic}-{tp.partition}"] = max(0, high - tp.offset)
+        return out
+
+    def write_status(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status < self.config.status_interval_s:
+            return
+        self._last_status = now
+        if self.status.state in ("running", "paused"):
+            self.status.lag = self.lag()
+        doc = {
+            "updated": self.clock().isoformat(),
+            "state": self.status.state,
+            "reason": self.status.reason,
+            "group_id": self.config.group_id,
+            "client_id": self.config.client_id,
+            "assigned": self.status.assigned,
+            "lag": self.status.lag,
+            "total_lag": sum(self.status.lag.values()),
+            "last_commit": self.status.last_commit,
+            "held_messages": len(self._backlog),
+            "free_bytes": self.store.free_bytes(),
+            "min_free_bytes": self.config.min_free_bytes,
+            "counters": self.store.counters.to_dict(),
+            "control_messages": self.status.control_messages,
+            "bad_control_messages": self.status.bad_control_messages,
+            "erasures": self.status.erasures,
+            "tombstones": len(self.tombstones.by_pseudonym),
+        }
+        write_atomic(self.config.status_path, json.dumps(doc, indent=1, sort_keys=True).encode())

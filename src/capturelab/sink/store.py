@@ -1,0 +1,306 @@
+"""Segment files: append, fsync, recover. Every batch lands once or is quarantined, never dropped.
+
+Durability protocol (the sink commits Kafka offsets only after ``flush`` returns):
+
+1. ``put`` appends the frame to its hour's segment (no fsync yet) and remembers an index entry;
+2. ``flush`` fsyncs every touched segment, then appends their index entries, fsyncs the indexes
+   and any new directories;
+3. on start, ``recover`` trusts only valid index entries: segment bytes past the last indexed
+   frame were never acknowledged and are cut off, so a crash at any point leaves no torn frame
+   and no entry pointing at missing bytes. The uncommitted messages are redelivered and land.
+
+A full volume raises ``DiskFullError`` *before* anything is written (free space below the reserve), or
+rolls the write back on ENOSPC; nothing acknowledged is touched, and the caller pauses intake.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from capturelab.errors import CapturelabError
+from capturelab.schema import FrameError, decode_batch, read_header
+from capturelab.sink import index as idx
+from capturelab.sink.layout import HourFile, Layout, fsync_dir, write_atomic
+from capturelab.sink.ledger import Ledger, Seen
+
+log = logging.getLogger(__name__)
+
+
+class DiskFullError(CapturelabError):
+    """The array is (nearly) full: pause intake; nothing was lost or half-written."""
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # every event already stored: a redelivery, not written again
+    ERASED = "erased"  # the pseudonym was erased and the batch predates the erasure
+    QUARANTINED = "quarantined"
+
+
+@dataclass
+class Counters:
+    batches: int = 0
+    events: int = 0
+    bytes_written: int = 0
+    duplicates: int = 0
+    erased: int = 0
+    quarantined: int = 0
+    recovered_bytes_cut: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class _Open:
+    hour: HourFile
+    segment: BinaryIO
+    durable_size: int
+    size: int
+    new_dirs: set[Path] = field(default_factory=set)
+    pending: list[idx.IndexEntry] = field(default_factory=list)
+
+
+ErasedCheck = Callable[[str, int], bool]
+
+
+class SegmentStore:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        min_free_bytes: int = 0,
+        max_open: int = 64,
+        dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
+        erased: ErasedCheck | None = None,
+    ) -> None:
+        self.layout = Layout(root)
+        self.layout.create()
+        self.min_free_bytes = min_free_bytes
+        self.max_open = max_open
+        self.dictionaries = dict(dictionaries or {})
+        self.is_erased: ErasedCheck = erased or (lambda _p, _w: False)
+        self.counters = Counters()
+        self.ledger = Ledger()
+        self._pending_ledger = Ledger()
+        self._open: dict[Path, _Open] = {}
+        self.recover()
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Cut unacknowledged tails, drop orphan segments, rebuild the dedup ledger."""
+        self.ledger = Ledger()
+        segments = self.layout.segments
+        for seg in sorted(segments.glob("*/*/*/*/*" + ".seg")):
+            if not seg.with_suffix(".idx").exists():
+                log.warning("removing %s: no index entry was ever written for it", seg)
+                self.counters.recovered_bytes_cut += seg.stat().st_size
+                seg.unlink()
+        for hour in self.layout.hour_files():
+            entries, valid_len = idx.read_valid(hour.index)
+            size = hour.segment.stat().st_size if hour.segment.exists() else 0
+            keep = [e for e in entries if e.end <= size]
+            if len(keep) != len(entries):
+                log.error(
+                    "%s: %d index entries point past the segment's end; dropping them",
+                    hour.index,
+                    len(entries) - len(keep),
+                )
+            if len(keep) != len(entries) or valid_len != hour.index.stat().st_size:
+                write_atomic(hour.index, b"".join(e.pack() for e in keep))
+            end = keep[-1].end if keep else 0
+            if size > end:
+                log.warning("%s: cutting %d unacknowledged bytes", hour.segment, size - end)
+                self.counters.recovered_bytes_cut += size - end
+                with hour.segment.open("r+b") as fh:
+                    fh.truncate(end)
+                    os.fsync(fh.fileno())
+            for e in keep:
+                self.ledger.add(e.collector_id, e.first_seq, e.count)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.layout.root)
+        return st.f_bavail * st.f_frsize
+
+    def put(self, frame: bytes, origin: str) -> Outcome:
+        """Store one frame (not yet durable: call ``flush``). ``origin`` names it in quarantine."""
+        try:
+            batch = decode_batch(frame, dictionaries=self.dictionaries)
+        except FrameError as exc:
+            self.quarantine(frame, origin, str(exc))
+            return Outcome.QUARANTINED
+        pseudonym = batch.pseudonym_hex
+        wall_ns = batch.events[0].wall_ns
+        count = len(batch.events)
+        if self.is_erased(pseudonym, wall_ns):
+            self.counters.erased += 1
+            return Outcome.ERASED
+        seen = self._seen(batch.collector_id, batch.first_seq, count)
+        if seen is Seen.STORED:
+            self.counters.duplicates += 1
+            return Outcome.DUPLICATE
+        if seen is Seen.PARTIAL:
+            self.quarantine(
+                frame,
+                origin,
+                f"events {batch.first_seq}..{batch.first_seq + count - 1} of collector "
+                f"{batch.collector_id} overlap events already stored (re-framed batch)",
+                pseudonym=pseudonym,
+            )
+            return Outcome.QUARANTINED
+        if self.free_bytes() - len(frame) < self.min_free_bytes:
+            raise DiskFullError(
+                f"{self.layout.root}: {self.free_bytes()} bytes free, reserve is "
+                f"{self.min_free_bytes}: intake paused"
+            )
+        handle = self._handle(self.layout.hour_file(pseudonym, wall_ns))
+        offset = handle.size
+        try:
+            _write_all(handle.segment, frame)
+        except OSError as exc:
+            self._rollback(handle)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"{handle.hour.segment}: {exc.strerror}: intake paused"
+                ) from None
+            raise
+        handle.size += len(frame)
+        handle.pending.append(
+            idx.IndexEntry(
+                batch.collector_id,
+                batch.first_seq,
+                count,
+                offset,
+                len(frame),
+                read_header(frame).crc,
+            )
+        )
+        self._pending_ledger.add(batch.collector_id, batch.first_seq, count)
+        return Outcome.STORED
+
+    def flush(self) -> None:
+        """Make every stored frame durable; after this returns its offset may be committed."""
+        dirty = [h for h in self._open.values() if h.pending]
+        try:
+            for h in dirty:
+                os.fsync(h.segment.fileno())
+            for h in dirty:
+                with h.hour.index.open("ab") as fh:
+                    fh.write(b"".join(e.pack() for e in h.pending))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            for d in sorted({d for h in dirty for d in h.new_dirs}, key=lambda p: len(p.parts)):
+                fsync_dir(d)
+        except OSError as exc:
+            for h in dirty:
+                self._rollback(h)
+            self._pending_ledger = Ledger()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"{self.layout.root}: {exc.strerror} while flushing") from None
+            raise
+        for h in dirty:
+            for e in h.pending:
+                self.ledger.add(e.collector_id, e.first_seq, e.count)
+                self.counters.batches += 1
+                self.counters.events += e.count
+                self.counters.bytes_written += e.length
+            h.pending.clear()
+            h.new_dirs.clear()
+            h.durable_size = h.size
+        self._pending_ledger = Ledger()
+        if len(self._open) > self.max_open:
+            self.close()
+
+    def discard_pending(self) -> None:
+        """Drop what was put but not flushed (its messages will be redelivered)."""
+        for h in self._open.values():
+            if h.pending or h.size != h.durable_size:
+                self._rollback(h)
+        self._pending_ledger = Ledger()
+
+    def close(self, pseudonym: str | None = None) -> None:
+        """Close open segments (all, or one pseudonym's); pending writes must be flushed first."""
+        for key, h in list(self._open.items()):
+            if pseudonym is None or h.hour.pseudonym == pseudonym:
+                if h.pending:
+                    raise RuntimeError(f"{h.hour.segment} has unflushed frames")
+                h.segment.close()
+                del self._open[key]
+
+    # --- quarantine ----------------------------------------------------------------------------
+
+    def quarantine(self, frame: bytes, origin: str, reason: str, pseudonym: str = "") -> Path:
+        """Keep a bad frame, byte for byte, with why; durable before the caller commits."""
+        day = datetime.now(UTC)
+        safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in origin)[:120]
+        base = self.layout.quarantine / f"{day:%Y-%m-%d}" / safe
+        write_atomic(base.parent / f"{base.name}.frame", frame)
+        meta = {"origin": origin, "reason": reason, "at": day.isoformat(), "bytes": len(frame)}
+        if pseudonym:
+            meta["pseudonym"] = pseudonym
+        write_atomic(base.parent / f"{base.name}.json", json.dumps(meta, sort_keys=True).encode())
+        self.counters.quarantined += 1
+        log.error("quarantined %s: %s", origin, reason)
+        return base
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _seen(self, collector_id: str, first: int, count: int) -> Seen:
+        durable = self.ledger.seen(collector_id, first, count)
+        pending = self._pending_ledger.seen(collector_id, first, count)
+        if Seen.STORED in (durable, pending):
+            return Seen.STORED
+        if Seen.PARTIAL in (durable, pending):
+            return Seen.PARTIAL
+        return Seen.NEW
+
+    def _handle(self, hour: HourFile) -> _Open:
+        handle = self._open.get(hour.segment)
+        if handle is not None:
+            return handle
+        new_dirs: set[Path] = set()
+        parent = hour.segment.parent
+        missing = []
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            d.mkdir()
+            new_dirs.add(d.parent)
+        if not hour.segment.exists() or not hour.index.exists():
+            new_dirs.add(hour.segment.parent)
+            hour.index.touch()
+        fh = hour.segment.open(
+            "ab", buffering=0
+        )  # unbuffered: a failed write leaves nothing queued
+        size = fh.seek(0, os.SEEK_END)
+        handle = _Open(hour, fh, size, size, new_dirs)
+        self._open[hour.segment] = handle
+        return handle
+
+    def _rollback(self, h: _Open) -> None:
+        h.pending.clear()
+        h.segment.truncate(h.durable_size)
+        h.segment.seek(0, os.SEEK_END)
+        h.size = h.durable_size
+
+
+def _write_all(fh: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = fh.write(view)
+        view = view[written or 0 :]

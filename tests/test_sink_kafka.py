@@ -1,0 +1,251 @@
+"""The sink against a real Kafka broker: exactly once through the faults the issue names.
+
+Each test produces numbered batches with the capturelab producer settings, runs the sink, and
+proves with the store's audit that every event landed once: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+from kafka_local import LocalKafka
+from sinkdata import frames, pseudonym
+
+from capturelab.consent import ControlMessage, ControlType
+from capturelab.sink.audit import audit
+from capturelab.sink.config import load_config
+from capturelab.sink.service import SinkService
+from capturelab.transport import producer_config
+
+BATCH = 50  # events per frame
+
+
+def produce(kafka: LocalKafka, topic: str, items: list[tuple[str, bytes]]) -> None:
+    producer = Producer(producer_config(kafka.bootstrap, "test-producer"))
+    errors: list[str] = []
+
+    def report(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value in items:
+        producer.produce(topic, value=value, key=key.encode(), on_delivery=report)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not errors
+
+
+def sink_config(
+    tmp: Path, kafka: LocalKafka, name: str, root: Path | None = None, **extra: object
+) -> Path:
+    data = {
+        "root": str(root or tmp / "array"),
+        "bootstrap_servers": kafka.bootstrap,
+        "group_id": f"sink-{name}",
+        "client_id": f"sink-{name}",
+        "capture_topic": f"{name}.events",
+        "control_topic": f"{name}.control",
+        "min_free_bytes": 0,
+        "flush_max_messages": 20,
+        "status_interval_s": 0.5,
+        **extra,
+    }
+    path = tmp / f"{name}-{data['client_id']}.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def topics(kafka: LocalKafka, name: str, partitions: int = 2) -> tuple[str, str]:
+    events = kafka.create_topic(f"{name}.events", partitions)
+    control = kafka.create_topic(f"{name}.control", 1, **{"cleanup.policy": "compact"})
+    return events, control
+
+
+@contextmanager
+def running(config: Path) -> Iterator[SinkService]:
+    service = SinkService(load_config(config))
+    thread = threading.Thread(
+        target=service.run, kwargs={"max_seconds": 120, "install_signals": False}, daemon=True
+    )
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def events_stored(root: Path) -> int:
+    return audit(root).events
+
+
+def test_round_trip_two_collectors_exactly_once(kafka: LocalKafka, tmp_path: Path):
+    events, _ = topics(kafka, "rt")
+    sent = [("c1", f) for f in frames("c1", 30, BATCH, "p1")]
+    sent += [("c2", f) for f in frames("c2", 30, BATCH, "p2")]
+    produce(kafka, events, sent)
+    config = sink_config(tmp_path, kafka, "rt")
+    root = tmp_path / "array"
+    with running(config):
+        wait_for(lambda: events_stored(root) == 60 * BATCH, "all events stored")
+    result = audit(root, frames=True)
+    assert result.ok(), result.to_dict()
+    assert {c: v["events"] for c, v in result.to_dict()["collectors"].items()} == {
+        "c1": 30 * BATCH,
+        "c2": 30 * BATCH,
+    }
+    status = json.loads((root / "state" / "status.json").read_text())
+    assert status["state"] == "stopped" and status["counters"]["batches"] == 60
+    assert status["last_commit"]
+    # a second run of the same group finds nothing new: offsets were committed
+    with running(config) as again:
+        time.sleep(3)
+        assert again.store.counters.batches == 0 and again.store.counters.duplicates == 0
+
+
+def test_sink_killed_mid_write_then_restarted_loses_and_duplicates_nothing(
+    kafka: LocalKafka, tmp_path: Path
+):
+    events, _ = topics(kafka, "kill", partitions=3)
+    batches = frames("c1", 400, BATCH)
+    produce(kafka, events, [("c1", f) for f in batches])
+    config = sink_config(tmp_path, kafka, "kill", flush_max_messages=5)
+    root = tmp_path / "array"
+    cmd = [sys.executable, "-m", "capturelab.cli", "sink", "run", "--config", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: events_stored(root) >= 40 * BATCH, "the sink to be mid-way")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stored_at_kill = events_stored(root)
+    assert stored_at_kill < 400 * BATCH, "the kill came too late to prove anything"
+    # the producer side retries some batches too (a duplicate delivery)
+    produce(kafka, events, [("c1", f) for f in batches[:25]])
+    with running(config) as service:
+        wait_for(lambda: events_stored(root) == 400 * BATCH, "every event after the restart")
+        time.sleep(1)
+    result = audit(root, frames=True)
+    assert result.ok(), result.to_dict()
+    assert result.events == 400 * BATCH
+    assert service.store.counters.duplicates >= 25
+
+
+def test_broker_restart_under_consumption(kafka: LocalKafka, tmp_path: Path):
+    events, _ = topics(kafka, "restart")
+    first, second = frames("c1", 100, BATCH)[:50], frames("c1", 100, BATCH)[50:]
+    config = sink_config(tmp_path, kafka, "restart")
+    root = tmp_path / "array"
+    with running(config):
+        produce(kafka, events, [("c1", f) for f in first])
+        wait_for(lambda: events_stored(root) > 0, "the sink to start consuming")
+        kafka.stop()
+        time.sleep(2)
+        kafka.start()
+        produce(kafka, events, [("c1", f) for f in second])
+        wait_for(lambda: events_stored(root) == 100 * BATCH, "every event across the restart", 120)
+    result = audit(root, frames=True)
+    assert result.ok() and result.events == 100 * BATCH
+
+
+def test_erasure_request_leaves_zero_records(kafka: LocalKafka, tmp_path: Path):
+    events, control = topics(kafka, "erase")
+    produce(kafka, events, [("c1", f) for f in frames("c1", 20, BATCH, "p1")])
+    produce(kafka, events, [("c2", f) for f in frames("c2", 20, BATCH, "p2")])
+    config = sink_config(tmp_path, kafka, "erase")
+    root = tmp_path / "array"
+    p1 = pseudonym("p1")
+    with running(config):
+        wait_for(lambda: events_stored(root) == 40 * BATCH, "both participants stored")
+        revoked = ControlMessage(ControlType.CONSENT_REVOKED, p1, "c1", datetime.now(UTC), "test")
+        produce(kafka, control, [(p1.hex(), revoked.encode())])
+        wait_for((root / "tombstones" / f"{p1.hex()}.json").exists, "the tombstone")
+        wait_for(lambda: audit(root).pseudonyms.get(p1.hex(), 0) == 0, "p1 erased")
+    assert audit(root).pseudonyms == {pseudonym("p2").hex(): 20 * BATCH}
+    assert not (root / "segments" / p1.hex()).exists()
+    # A new consumer group re-reads the whole buffer: the erased pseudonym does not come back.
+    replay = sink_config(tmp_path, kafka, "erase", group_id="sink-erase-replay", client_id="replay")
+    with running(replay) as service:
+        wait_for(lambda: service.store.counters.erased == 20, "the replay to reach p1's batches")
+    assert audit(root).pseudonyms == {pseudonym("p2").hex(): 20 * BATCH}
+
+
+def test_two_sinks_share_the_partitions(kafka: LocalKafka, tmp_path: Path):
+    events, _ = topics(kafka, "scale", partitions=4)
+    items = []
+    for c in ("c1", "c2", "c3", "c4"):
+        items += [(c, f) for f in frames(c, 15, BATCH, c)]
+    root = tmp_path / "array"
+    a = sink_config(tmp_path, kafka, "scale", client_id="sink-a")
+    b = sink_config(tmp_path, kafka, "scale", client_id="sink-b", root=tmp_path / "array-b")
+    with running(a) as one, running(b) as two:
+        wait_for(lambda: bool(one.status.assigned) and bool(two.status.assigned), "both assigned")
+        produce(kafka, events, items)
+        wait_for(
+            lambda: events_stored(root) + events_stored(tmp_path / "array-b") == 60 * BATCH,
+            "all events across both sinks",
+        )
+        assigned = set(one.status.assigned) & set(two.status.assigned)
+    assert not assigned, "a partition was consumed by both instances"
+    combined = (
+        audit(root).to_dict()["collectors"] | audit(tmp_path / "array-b").to_dict()["collectors"]
+    )
+    assert sorted(combined) == ["c1", "c2", "c3", "c4"]
+    assert all(c["events"] == 15 * BATCH and not c["gaps"] for c in combined.values())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs for the full volume needs root")
+def test_full_volume_pauses_reports_and_resumes(kafka: LocalKafka, tmp_path: Path):
+    events, _ = topics(kafka, "full")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        batches = frames("c1", 300, BATCH)
+        produce(kafka, events, [("c1", f) for f in batches])
+        config = sink_config(tmp_path, kafka, "full", root=mnt, min_free_bytes=96 * 1024)
+        status_file = mnt / "state" / "status.json"
+        with running(config):
+            wait_for(
+                lambda: (
+                    status_file.exists()
+                    and json.loads(status_file.read_text())["state"] == "paused"
+                ),
+                "the sink to pause on the full volume",
+            )
+            status = json.loads(status_file.read_text())
+            assert "reserve" in status["reason"] and status["total_lag"] > 0
+            paused_at = audit(mnt, frames=True)
+            assert paused_at.ok() and 0 < paused_at.events < 300 * BATCH  # no torn frame
+            subprocess.run(["mount", "-o", "remount,size=32m", str(mnt)], check=True)
+            wait_for(lambda: events_stored(mnt) == 300 * BATCH, "intake to resume and finish")
+            wait_for(lambda: json.loads(status_file.read_text())["state"] == "running", "running")
+        result = audit(mnt, frames=True)
+        assert result.ok() and result.events == 300 * BATCH
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
