@@ -102,3 +102,43 @@ def test_common_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needl
     res = _run(tmp_path, tool_env, "common", ["node-1"], extra)
     assert res.returncode != 0
     assert needle in res.stdout, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"storage_array_devices": ["/dev/nvme0n1"]}, "storage_array_devices needs at least 2"),
+        (
+            {"storage_array_devices": ["/dev/nvme0n1", "/dev/nvme0n1"]},
+            "storage_array_devices lists a device twice",
+        ),
+        (
+            {"storage_array_devices": ["/dev/a", "sdb"]},
+            "storage_array_devices must be /dev paths: sdb",
+        ),
+        (
+            {"storage_array_devices": ["/dev/a", "/dev/b"], "storage_array_level": 5},
+            "storage_array_level 5 is not implemented",
+        ),
+        (
+            {"storage_array_devices": ["/dev/a", "/dev/b"], "storage_array_chunk_kib": 500},
+            "storage_array_chunk_kib 500 must be a power of two",
+        ),
+        (
+            {"storage_array_devices": ["/dev/a", "/dev/b"], "storage_array_mount_path": "srv"},
+            "storage_array_mount_path srv must be an absolute path",
+        ),
+    ],
+)
+def test_storage_array_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
+    res = _run(tmp_path, tool_env, "storage_array", ["storage-1"], extra)
+    assert res.returncode != 0
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_storage_array_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
+    devices = [f"/dev/disk/by-id/nvme-drive-{i}" for i in range(8)]
+    res = _run(
+        tmp_path, tool_env, "storage_array", ["storage-1"], {"storage_array_devices": devices}
+    )
+    assert res.returncode == 0, res.stdout[-3000:]

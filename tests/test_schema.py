@@ -22,6 +22,7 @@ from capturelab.schema import (
     decode_batch,
     encode_batch,
     encode_events,
+    peek_batch,
     pseudonymize,
     read_header,
     train_dictionary,
@@ -193,3 +194,15 @@ def test_worked_example_in_docs_matches_the_encoder():
     )
     assert encode_batch(batch, codec=Codec.NONE) == dump
     assert len(dump) == 170
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_peek_matches_the_full_decode(codec: Codec):
+    frame = encode_batch(_batch(), codec=codec)
+    peek = peek_batch(frame)
+    full = decode_batch(frame)
+    assert peek.pseudonym == full.pseudonym
+    assert peek.first_wall_ns == full.events[0].wall_ns
+    assert (peek.header.first_seq, peek.header.count) == (full.first_seq, len(full.events))
+    with pytest.raises(FrameError, match="crc32c"):
+        peek_batch(_flip(frame, len(frame) - 2))

@@ -49,6 +49,8 @@ CONTEXT_RECORD = struct.Struct("<QQqBHH")
 KIND_INPUT = 1
 KIND_CONTEXT = 2
 MAX_TEXT_BYTES = 1024
+# What peek_batch reads: the pseudonym, then the first record's kind, seq, mono and wall clock.
+_PEEK_BYTES = PSEUDONYM_BYTES + 1 + 24
 
 
 class FrameError(InputError):
@@ -247,7 +249,15 @@ def encode_batch(
     if codec is Codec.ZSTD:
         if dictionary is not None:
             dict_id = dictionary.dict_id()
-        payload = _compressor(level, dictionary).compress(raw)
+        # The pseudonym and the first record get a zstd block of their own: the sink reads them
+        # (``peek_batch``) from the first few compressed bytes without decoding the batch.
+        cobj = _compressor(level, dictionary).compressobj(size=len(raw))
+        payload = (
+            cobj.compress(raw[:_PEEK_BYTES])
+            + cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            + cobj.compress(raw[_PEEK_BYTES:])
+            + cobj.flush()
+        )
     elif codec is Codec.NONE:
         if dictionary is not None:
             raise InputError("a dictionary needs codec zstd")
@@ -400,6 +410,59 @@ def decode_batch(
     return Batch(
         collector_id=header.collector_id, pseudonym=bytes(raw[:PSEUDONYM_BYTES]), events=events
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPeek:
+    """What the sink needs of a batch, without decoding every event."""
+
+    header: FrameHeader
+    pseudonym: bytes
+    first_wall_ns: int
+
+
+def peek_batch(
+    frame: bytes,
+    *,
+    dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
+) -> BatchPeek:
+    """Header, CRC32C, pseudonym and the first event's wall clock: decompresses only a prefix.
+
+    The CRC covers header and payload, so a frame that passes was written by our encoder as is;
+    the per-event checks of ``decode_batch`` run where every event is read anyway (the dataset
+    builder). FrameError names what is wrong (quarantine the frame).
+    """
+    header = read_header(frame)
+    verify_crc(frame, header)
+    payload = frame[HEADER_SIZE:]
+    if header.codec is Codec.ZSTD:
+        dictionary = None
+        if header.dict_id:
+            dictionary = (dictionaries or {}).get(header.dict_id)
+            if dictionary is None:
+                raise FrameError(
+                    f"header.dict_id {header.dict_id} names a dictionary this reader lacks"
+                )
+        try:
+            # Our encoder puts the prefix in a block of its own: a few hundred compressed bytes
+            # hold it. A frame without that block decodes its whole first block instead.
+            prefix = _decompressor(dictionary).decompressobj().decompress(payload[:512])
+            if len(prefix) < _PEEK_BYTES:
+                with _decompressor(dictionary).stream_reader(payload) as reader:
+                    prefix = reader.read(_PEEK_BYTES)
+        except zstandard.ZstdError as exc:
+            raise FrameError(f"payload: zstd decompression failed: {exc}") from None
+    else:
+        prefix = payload[:_PEEK_BYTES]
+    if len(prefix) < _PEEK_BYTES:
+        raise FrameError("payload is shorter than the pseudonym and one event")
+    kind = prefix[PSEUDONYM_BYTES]
+    if kind not in (KIND_INPUT, KIND_CONTEXT):
+        raise FrameError(f"payload: unknown record kind {kind} at byte {PSEUDONYM_BYTES}")
+    seq, _mono, wall = struct.unpack_from("<QQq", prefix, PSEUDONYM_BYTES + 1)
+    if seq != header.first_seq:
+        raise FrameError(f"payload: first event seq {seq}, header.first_seq {header.first_seq}")
+    return BatchPeek(header, bytes(prefix[:PSEUDONYM_BYTES]), wall)
 
 
 def train_dictionary(samples: list[bytes], size: int = 16 * 1024) -> zstandard.ZstdCompressionDict:

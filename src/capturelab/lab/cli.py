@@ -7,9 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from capturelab.lab import containers, engine
+from capturelab.lab import containers, engine, wheelhouse
 from capturelab.lab.images import ARCHES, NodeImage, StorageVmImage
-from capturelab.lab.inventory import LabInventory, load_inventory
+from capturelab.lab.inventory import LabInventory, LabNode, load_inventory
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import say
 from capturelab.lab.provision import check_idempotent, run_playbook
@@ -60,7 +60,7 @@ def bring_up(paths: LabPaths, inv: LabInventory) -> None:
 
 
 def tear_down(paths: LabPaths) -> list[str]:
-    removed = [f"vm {name}" for name in stop_all(paths)]
+    removed = [f"vm {name}" for name in stop_all(paths.state)]
     removed += containers.remove_all()
     if paths.state.exists():
         shutil.rmtree(paths.state, ignore_errors=True)
@@ -121,6 +121,58 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(r["state"] == "running" for r in rows) else 1
 
 
+def cmd_vm_up(args: argparse.Namespace) -> int:
+    """Boot one storage VM outside the lab (molecule's delegated driver); print its connection."""
+    paths = LabPaths.find()
+    state = Path(args.state).resolve()
+    node = LabNode(
+        name=args.name,
+        platform="vm",
+        arch="amd64",
+        groups=("storage",),
+        ssh_port=args.port,
+        memory_mb=args.memory_mb,
+        nvme_drives=args.drives,
+        nvme_size=args.drive_size,
+    )
+    engine.ensure_all(paths.state, need_arm64=False)
+    vm = LabVm(paths, node, state)
+    try:
+        vm.start(StorageVmImage(paths).ensure())
+        vm.wait_ssh()
+    except BaseException:
+        stop_all(state)
+        raise
+    print(
+        json.dumps(
+            {
+                "instance": args.name,
+                "address": "127.0.0.1",
+                "user": "root",
+                "port": args.port,
+                "identity_file": str(vm.ssh_key),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_vm_down(args: argparse.Namespace) -> int:
+    state = Path(args.state).resolve()
+    for name in stop_all(state):
+        say(f"stopped vm {name}")
+    vm_dir = state / "vm"
+    if vm_dir.exists():
+        shutil.rmtree(vm_dir, ignore_errors=True)
+    return 0
+
+
+def cmd_wheelhouse(args: argparse.Namespace) -> int:
+    out = wheelhouse.build(LabPaths.find(), args.arch, args.python, tuple(args.extra or ()))
+    print(out)
+    return 0
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     inventory = Path(args.inventory)
     playbook = Path(args.playbook)
@@ -177,6 +229,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--twice", action="store_true", help="run again and require changed=0 everywhere"
     )
     p.set_defaults(handler=cmd_provision)
+
+    p = lab_sub.add_parser("vm", help="one storage VM outside the lab (molecule scenarios)")
+    vm_sub = p.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
+    up = vm_sub.add_parser("up", help="boot it (8 emulated NVMe drives by default), wait for SSH")
+    up.add_argument("--name", required=True)
+    up.add_argument("--state", required=True, help="folder for its disks, key and pidfile")
+    up.add_argument("--port", type=int, required=True, help="SSH port on 127.0.0.1")
+    up.add_argument("--drives", type=int, default=8)
+    up.add_argument("--drive-size", default="1G")
+    up.add_argument("--memory-mb", type=int, default=2048)
+    up.set_defaults(handler=cmd_vm_up)
+    down = vm_sub.add_parser("down", help="stop every VM under --state and delete its disks")
+    down.add_argument("--state", required=True)
+    down.set_defaults(handler=cmd_vm_down)
+
+    p = lab_sub.add_parser(
+        "wheelhouse", help="capturelab + pinned deps as wheels for one arch (cached; no compiling)"
+    )
+    p.add_argument("--arch", required=True, choices=sorted(wheelhouse.PLATFORMS))
+    p.add_argument("--python", default=wheelhouse.DEFAULT_PYTHON)
+    p.add_argument("--extra", action="append", help="an optional-dependencies group to include")
+    p.set_defaults(handler=cmd_wheelhouse)
 
     p = with_inventory(lab_sub.add_parser("status", help="each node's state as JSON"))
     p.set_defaults(handler=cmd_status)

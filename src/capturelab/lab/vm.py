@@ -46,8 +46,7 @@ def live_qemu_pid(pidfile: Path) -> int | None:
     return pid if b"qemu-system" in cmdline else None
 
 
-def ensure_ssh_key(paths: LabPaths) -> Path:
-    key = paths.ssh_key
+def ensure_ssh_key(key: Path) -> Path:
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         run(
@@ -70,12 +69,27 @@ def port_free(port: int) -> bool:
 
 @dataclass(frozen=True)
 class LabVm:
+    """One VM; its disks, pidfile and console live under ``<state>/vm/<name>/``.
+
+    ``state`` defaults to the lab's ``.lab``; a molecule scenario passes its own ephemeral
+    directory, so its VM never collides with the lab's.
+    """
+
     paths: LabPaths
     node: LabNode
+    state: Path | None = None
+
+    @property
+    def state_root(self) -> Path:
+        return self.state if self.state is not None else self.paths.state
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state_root / "ssh" / "id_ed25519"
 
     @property
     def directory(self) -> Path:
-        return self.paths.state / "vm" / self.node.name
+        return self.state_root / "vm" / self.node.name
 
     @property
     def pidfile(self) -> Path:
@@ -144,7 +158,7 @@ class LabVm:
                 "choose another port in the sim inventory"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        key = ensure_ssh_key(self.paths)
+        key = ensure_ssh_key(self.ssh_key)
         overlay = self.directory / "root.qcow2"
         if not overlay.exists():
             run(
@@ -183,7 +197,7 @@ class LabVm:
             "ssh",
             *SSH_OPTIONS,
             "-i",
-            str(self.paths.ssh_key),
+            str(self.ssh_key),
             "-p",
             str(self.node.ssh_port),
             "root@127.0.0.1",
@@ -222,10 +236,10 @@ class LabVm:
         )
 
 
-def stop_all(paths: LabPaths) -> list[str]:
-    """Stop every VM whose pidfile is under ``.lab/vm``; return their names."""
+def stop_all(state: Path) -> list[str]:
+    """Stop every VM whose pidfile is under ``<state>/vm``; return their names."""
     stopped: list[str] = []
-    root = paths.state / "vm"
+    root = state / "vm"
     if not root.is_dir():
         return stopped
     for pidfile in sorted(root.glob("*/qemu.pid")):

@@ -29,7 +29,7 @@ from typing import BinaryIO
 import zstandard
 
 from capturelab.errors import CapturelabError
-from capturelab.schema import FrameError, decode_batch, read_header
+from capturelab.schema import FrameError, decode_batch, peek_batch, read_header
 from capturelab.sink import index as idx
 from capturelab.sink.layout import HourFile, Layout, fsync_dir, write_atomic
 from capturelab.sink.ledger import Ledger, Seen
@@ -84,6 +84,7 @@ class SegmentStore:
         max_open: int = 64,
         dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
         erased: ErasedCheck | None = None,
+        full_decode: bool = False,
     ) -> None:
         self.layout = Layout(root)
         self.layout.create()
@@ -91,6 +92,9 @@ class SegmentStore:
         self.max_open = max_open
         self.dictionaries = dict(dictionaries or {})
         self.is_erased: ErasedCheck = erased or (lambda _p, _w: False)
+        # False: header + CRC32C + pseudonym prefix only (the CRC covers every byte); True: also
+        # decode every event (the dataset builder does that anyway).
+        self.full_decode = full_decode
         self.counters = Counters()
         self.ledger = Ledger()
         self._pending_ledger = Ledger()
@@ -139,17 +143,25 @@ class SegmentStore:
     def put(self, frame: bytes, origin: str) -> Outcome:
         """Store one frame (not yet durable: call ``flush``). ``origin`` names it in quarantine."""
         try:
-            batch = decode_batch(frame, dictionaries=self.dictionaries)
+            if self.full_decode:
+                batch = decode_batch(frame, dictionaries=self.dictionaries)
+                collector, first, count = batch.collector_id, batch.first_seq, len(batch.events)
+                pseudonym, wall_ns = batch.pseudonym_hex, batch.events[0].wall_ns
+            else:
+                peek = peek_batch(frame, dictionaries=self.dictionaries)
+                collector, first, count = (
+                    peek.header.collector_id,
+                    peek.header.first_seq,
+                    peek.header.count,
+                )
+                pseudonym, wall_ns = peek.pseudonym.hex(), peek.first_wall_ns
         except FrameError as exc:
             self.quarantine(frame, origin, str(exc))
             return Outcome.QUARANTINED
-        pseudonym = batch.pseudonym_hex
-        wall_ns = batch.events[0].wall_ns
-        count = len(batch.events)
         if self.is_erased(pseudonym, wall_ns):
             self.counters.erased += 1
             return Outcome.ERASED
-        seen = self._seen(batch.collector_id, batch.first_seq, count)
+        seen = self._seen(collector, first, count)
         if seen is Seen.STORED:
             self.counters.duplicates += 1
             return Outcome.DUPLICATE
@@ -157,8 +169,8 @@ class SegmentStore:
             self.quarantine(
                 frame,
                 origin,
-                f"events {batch.first_seq}..{batch.first_seq + count - 1} of collector "
-                f"{batch.collector_id} overlap events already stored (re-framed batch)",
+                f"events {first}..{first + count - 1} of collector "
+                f"{collector} overlap events already stored (re-framed batch)",
                 pseudonym=pseudonym,
             )
             return Outcome.QUARANTINED
@@ -181,15 +193,15 @@ class SegmentStore:
         handle.size += len(frame)
         handle.pending.append(
             idx.IndexEntry(
-                batch.collector_id,
-                batch.first_seq,
+                collector,
+                first,
                 count,
                 offset,
                 len(frame),
                 read_header(frame).crc,
             )
         )
-        self._pending_ledger.add(batch.collector_id, batch.first_seq, count)
+        self._pending_ledger.add(collector, first, count)
         return Outcome.STORED
 
     def flush(self) -> None:

@@ -1,0 +1,185 @@
+"""``capturelab bench storage``: fio's sequential write vs the sink's write path, same volume.
+
+Reference: fio, sequential write, ``--bs 1M --iodepth 16 --numjobs 1 --ioengine libaio
+--direct 1 --end_fsync 1`` (the documented defaults): what the array can take. Ours: the sink's
+``SegmentStore`` appending real frames (about 64 KiB each) with an fsync + index write every
+``flush_every`` frames, exactly as the service does between offset commits. Both write the same
+number of bytes into a scratch folder under ``--path``, removed afterwards. Kafka is not involved:
+this measures the write path the consumer feeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import crc32c
+
+from capturelab.bench.gateway import synthetic_frames
+from capturelab.errors import HostEnvironmentError, InputError
+from capturelab.schema import COLLECTOR_ID_BYTES, HEADER_SIZE
+from capturelab.sink.store import SegmentStore
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class FioSettings:
+    block_kib: int = 1024
+    iodepth: int = 16
+    jobs: int = 1
+    direct: bool = True
+    ioengine: str = "libaio"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    bytes: int
+    seconds: float
+
+    @property
+    def mib_per_s(self) -> float:
+        return self.bytes / MIB / self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "mib_per_s": round(self.mib_per_s, 2),
+        }
+
+
+def scratch(path: Path, name: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"--path {path} is not a directory")
+    out = path / f".capturelab-bench-{name}-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    return out
+
+
+def run_fio(path: Path, size_mib: int, settings: FioSettings, timeout: float) -> Throughput:
+    fio = shutil.which("fio")
+    if fio is None:
+        raise HostEnvironmentError("fio is not installed: apt-get install fio")
+    work = scratch(path, "fio")
+    try:
+        argv = [
+            fio,
+            "--name=seqwrite",
+            f"--directory={work}",
+            "--rw=write",
+            f"--bs={settings.block_kib}k",
+            f"--iodepth={settings.iodepth}",
+            f"--numjobs={settings.jobs}",
+            f"--size={size_mib // settings.jobs}m",
+            f"--ioengine={settings.ioengine}",
+            f"--direct={int(settings.direct)}",
+            "--end_fsync=1",
+            "--group_reporting",
+            "--output-format=json",
+        ]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise HostEnvironmentError(
+                f"fio failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+            )
+        job = json.loads(proc.stdout[proc.stdout.index("{") :])["jobs"][0]
+        written = int(job["write"]["io_bytes"])
+        seconds = float(job["job_runtime"]) / 1000  # ms, fsync at the end included
+        return Throughput(written, seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def reframe(frame: bytes, collector_id: str) -> bytes:
+    """The same batch under another collector id (a distinct identity), CRC recomputed."""
+    header = bytearray(frame[:HEADER_SIZE])
+    header[8 : 8 + COLLECTOR_ID_BYTES] = collector_id.encode().ljust(COLLECTOR_ID_BYTES, b"\0")
+    crc = crc32c.crc32c(frame[HEADER_SIZE:], crc32c.crc32c(bytes(header[: HEADER_SIZE - 4])))
+    struct.pack_into("<I", header, HEADER_SIZE - 4, crc)
+    return bytes(header) + frame[HEADER_SIZE:]
+
+
+def sink_frames(size_mib: int, frame_kib: int) -> list[bytes]:
+    pool = synthetic_frames(frame_kib * 1024, pool=64)
+    total, out, cycle = size_mib * MIB, [], 0
+    written = 0
+    while written < total:
+        for frame in pool:
+            f = reframe(frame, f"bench-{cycle}")
+            out.append(f)
+            written += len(f)
+            if written >= total:
+                break
+        cycle += 1
+    return out
+
+
+def run_sink(path: Path, frames: list[bytes], flush_every: int) -> Throughput:
+    work = scratch(path, "sink")
+    try:
+        store = SegmentStore(work)
+        started = time.perf_counter()
+        for i, frame in enumerate(frames, 1):
+            store.put(frame, "bench")
+            if i % flush_every == 0:
+                store.flush()
+        store.flush()
+        seconds = time.perf_counter() - started
+        store.close()
+        if store.counters.batches != len(frames):
+            raise InputError(f"sink bench stored {store.counters.batches} of {len(frames)} frames")
+        return Throughput(store.counters.bytes_written, seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def geometry(path: Path) -> dict[str, Any]:
+    """The volume under ``path``: source, filesystem, md level/chunk/members, XFS stripe."""
+    out: dict[str, Any] = {}
+    proc = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--target", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode == 0 and proc.stdout.split():
+        source, fstype, options = [*proc.stdout.split(), "", "", ""][:3]
+        out.update({"source": source, "fstype": fstype, "options": options})
+        md = Path("/sys/class/block") / Path(os.path.realpath(source)).name / "md"
+        if md.is_dir():
+            out["md"] = {
+                "level": (md / "level").read_text().strip(),
+                "chunk_kib": int((md / "chunk_size").read_text()) // 1024,
+                "raid_disks": int((md / "raid_disks").read_text()),
+            }
+        if fstype == "xfs":
+            info = subprocess.run(
+                ["xfs_info", str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            bsize = re.search(r"^data\s+=\s+bsize=(\d+)", info, re.MULTILINE)
+            stripe = re.search(r"sunit=(\d+)\s+swidth=(\d+) blks", info)
+            if bsize and stripe:
+                block = int(bsize.group(1))
+                out["xfs"] = {
+                    "bsize": block,
+                    "sunit_bytes": int(stripe.group(1)) * block,
+                    "swidth_bytes": int(stripe.group(2)) * block,
+                }
+    return out
+
+
+def settings_dict(settings: FioSettings) -> dict[str, Any]:
+    return asdict(settings)

@@ -1,0 +1,101 @@
+"""The wheelhouse: capturelab and its pinned runtime dependencies as wheels, once per architecture.
+
+Built on the controller, cached under ``~/.cache/capturelab/wheelhouse/<arch>-py<ver>-<key>/``,
+copied to the hosts, installed with ``pip --no-index``: nothing is compiled on a node (arm64 under
+emulation compiles about 10x slower) and the nodes need no index. ``key`` hashes the pins
+(constraints.txt), pyproject.toml and the package source, so a change rebuilds it and nothing
+else does. Dependencies come only as binary wheels for the target platform (``--only-binary``);
+a dependency without one fails here, on the controller, naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+from capturelab.errors import InputError
+from capturelab.lab.paths import LabPaths
+from capturelab.lab.process import run, say
+
+PLATFORMS = {
+    "amd64": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+    "arm64": ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"),
+}
+DEFAULT_PYTHON = "3.11"  # Debian bookworm's python3 (the nodes' venvs)
+
+
+def source_key(repo: Path, python: str, extras: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(f"{python}|{','.join(extras)}".encode())
+    files = [repo / "constraints.txt", repo / "pyproject.toml"]
+    files += sorted((repo / "src" / "capturelab").rglob("*.py"))
+    for path in files:
+        digest.update(str(path.relative_to(repo)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def runtime_requirements(repo: Path, extras: tuple[str, ...]) -> list[str]:
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    optional = project.get("optional-dependencies", {})
+    for extra in extras:
+        if extra not in optional:
+            raise InputError(f"wheelhouse: pyproject.toml has no extra {extra!r}")
+        reqs += optional[extra]
+    return reqs
+
+
+def build(
+    paths: LabPaths, arch: str, python: str = DEFAULT_PYTHON, extras: tuple[str, ...] = ()
+) -> Path:
+    if arch not in PLATFORMS:
+        raise InputError(f"wheelhouse: arch {arch!r} is not one of {sorted(PLATFORMS)}")
+    repo = paths.repo
+    key = source_key(repo, python, extras)
+    out = paths.cache / "wheelhouse" / f"{arch}-py{python}-{key}"
+    if (out / "requirements.txt").is_file():
+        say(f"wheelhouse {out.name} is current")
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp), str(repo)],
+        what="wheelhouse: the capturelab wheel (pure Python)",
+        stream=False,
+    )
+    platform_args = [a for p in PLATFORMS[arch] for a in ("--platform", p)]
+    run(
+        [
+            *pip,
+            "download",
+            "--dest",
+            str(tmp),
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            python,
+            *platform_args,
+            "--constraint",
+            str(repo / "constraints.txt"),
+            *runtime_requirements(repo, extras),
+        ],
+        what=f"wheelhouse: binary wheels for {arch} / CPython {python}",
+        stream=False,
+    )
+    wheels = sorted(p.name for p in tmp.glob("*.whl"))
+    pins = sorted(
+        "{}=={}".format(*name.split("-")[:2]) for name in wheels
+    )  # wheel names: dist-version-...; dist names use underscores, which pip accepts
+    (tmp / "requirements.txt").write_text("\n".join(pins) + "\n")
+    lines = [f"{hashlib.sha256((tmp / w).read_bytes()).hexdigest()}  {w}" for w in wheels]
+    (tmp / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    say(f"wheelhouse {out.name}: {len(wheels)} wheels")
+    return out
