@@ -13,9 +13,9 @@ Pure inspection (changes nothing, safe in check mode). The role acts on ``action
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -91,53 +91,55 @@ def _examine(module: AnsibleModule, dev: str) -> dict[str, str]:
 
 
 def _holders(dev: str) -> list[str]:
-    name = os.path.basename(os.path.realpath(dev))
-    path = f"/sys/class/block/{name}/holders"
-    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    holders = Path("/sys/class/block") / Path(dev).resolve().name / "holders"
+    return sorted(h.name for h in holders.iterdir()) if holders.is_dir() else []
 
 
 def _sysfs(md_name: str, leaf: str) -> str:
     try:
-        with open(f"/sys/block/{md_name}/md/{leaf}") as fh:
-            return fh.read().strip()
+        return (Path("/sys/block") / md_name / "md" / leaf).read_text().strip()
     except OSError:
         return ""
 
 
 def _active_array(md_device: str) -> dict[str, object] | None:
-    real = os.path.realpath(md_device)
-    name = os.path.basename(real)
-    if not os.path.exists(real) or not _sysfs(name, "level"):
+    real = Path(md_device).resolve()
+    if not real.exists() or not _sysfs(real.name, "level"):
         return None
-    slaves_dir = f"/sys/block/{name}/slaves"
-    members = sorted(f"/dev/{s}" for s in os.listdir(slaves_dir)) if os.path.isdir(slaves_dir) else []
-    chunk = _sysfs(name, "chunk_size")
+    slaves = Path("/sys/block") / real.name / "slaves"
+    members = sorted(f"/dev/{s.name}" for s in slaves.iterdir()) if slaves.is_dir() else []
+    chunk = _sysfs(real.name, "chunk_size")
     return {
-        "name": name,
-        "level": _sysfs(name, "level"),
+        "name": real.name,
+        "level": _sysfs(real.name, "level"),
         "chunk_kib": int(chunk) // 1024 if chunk.isdigit() else 0,
         "members": members,
-        "state": _sysfs(name, "array_state"),
+        "state": _sysfs(real.name, "array_state"),
     }
 
 
-def probe_array(module: AnsibleModule) -> dict[str, object]:
-    p = module.params
-    devices: list[str] = p["devices"]
+def _members(devices: list[str]) -> tuple[list[str], list[str]]:
+    """Canonical member paths, and a problem per device that is missing or not a block device."""
     problems: list[str] = []
     members: list[str] = []
     for dev in devices:
         try:
-            mode = os.stat(dev).st_mode
+            mode = Path(dev).stat().st_mode
         except OSError:
             problems.append(f"storage_array_devices: {dev} does not exist")
             continue
         if not stat.S_ISBLK(mode):
             problems.append(f"storage_array_devices: {dev} is not a block device")
             continue
-        members.append(os.path.realpath(dev))
+        members.append(str(Path(dev).resolve()))
     if len(set(members)) != len(members):
         problems.append("storage_array_devices: two entries name the same disk")
+    return members, problems
+
+
+def probe_array(module: AnsibleModule) -> dict[str, object]:
+    p = module.params
+    members, problems = _members(p["devices"])
     if problems:
         return {"action": "conflict", "problems": problems, "members": members}
 
@@ -183,7 +185,10 @@ def probe_array(module: AnsibleModule) -> dict[str, object]:
     for m in members:
         held = _holders(m)
         if held:
-            problems.append(f"{m} is in use by {', '.join(held)}")
+            problems.append(
+                f"{m} is in use by {', '.join(held)} (an active array: stop it, or set "
+                f"storage_array_md_device to /dev/{held[0]} if it is this array)"
+            )
         elif sigs[m]:
             what = "; ".join(sigs[m])
             md = exams[m]
@@ -233,8 +238,13 @@ def probe_filesystem(module: AnsibleModule) -> dict[str, object]:
                 f"{want_su} B and {want_sw} B (chunk x {len(p['devices'])} members)"
             ],
         }
-    return {"action": "present", "problems": [], "fstype": fstype, "uuid": info.get("UUID", ""),
-            "geometry": geometry}
+    return {
+        "action": "present",
+        "problems": [],
+        "fstype": fstype,
+        "uuid": info.get("UUID", ""),
+        "geometry": geometry,
+    }
 
 
 def main() -> None:

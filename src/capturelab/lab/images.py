@@ -297,11 +297,14 @@ class StorageVmImage:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
-        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
-        if not kernels or not initrds:
-            raise CapturelabError(f"storage VM rootfs {rootfs} has no kernel or initrd in /boot")
+        if not kernels:
+            raise CapturelabError(f"storage VM rootfs {rootfs} has no kernel in /boot")
+        # The initrd of that kernel version (not update-initramfs's .dpkg-bak of an older one).
+        initrd = rootfs / "boot" / kernels[-1].name.replace("vmlinuz-", "initrd.img-", 1)
+        if not initrd.is_file():
+            raise CapturelabError(f"storage VM rootfs {rootfs} has no {initrd.name} in /boot")
         shutil.copy2(kernels[-1], tmp / "vmlinuz")
-        shutil.copy2(initrds[-1], tmp / "initrd.img")
+        shutil.copy2(initrd, tmp / "initrd.img")
         marker = rootfs / ".capturelab-rootfs-complete"
         marker.unlink(missing_ok=True)
         run(

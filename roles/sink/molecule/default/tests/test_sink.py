@@ -78,8 +78,13 @@ def test_unit_is_hardened_and_running(host):
         "systemctl show capturelab-sink -p User -p ProtectSystem -p NoNewPrivileges -p ReadWritePaths "
         "-p PrivateTmp -p RequiresMountsFor"
     )
-    for expected in ("User=capturelab-sink", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                     "ReadWritePaths=/srv/capture", "PrivateTmp=yes"):
+    for expected in (
+        "User=capturelab-sink",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "ReadWritePaths=/srv/capture",
+        "PrivateTmp=yes",
+    ):
         assert expected in props, props
 
 
@@ -99,8 +104,14 @@ def test_config_uses_tls_and_scram(host):
 def test_batches_land_exactly_once_then_erasure_leaves_nothing(host):
     _produce(host, "batches")
     doc = _wait(lambda: (a := _audit(host))["events"] == 1000 and a, "1000 events on disk")
-    assert doc["ok"] and doc["collectors"]["c1"]["gaps"] == [] and doc["collectors"]["c2"]["duplicates"] == 0
-    status = json.loads(host.check_output(f"{VENV}/bin/capturelab sink status --config {CONFIG} --json"))
+    assert (
+        doc["ok"]
+        and doc["collectors"]["c1"]["gaps"] == []
+        and doc["collectors"]["c2"]["duplicates"] == 0
+    )
+    status = json.loads(
+        host.check_output(f"{VENV}/bin/capturelab sink status --config {CONFIG} --json")
+    )
     assert status["state"] == "running" and status["counters"]["quarantined"] == 0
     bob = _produce(host, "erase")
     _wait(lambda: host.file(f"/srv/capture/tombstones/{bob}.json").exists, "the tombstone")

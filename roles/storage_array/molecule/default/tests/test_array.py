@@ -33,7 +33,8 @@ def test_mounted_noatime_by_uuid(host):
     assert mount.exists and mount.filesystem == "xfs"
     assert "noatime" in mount.options
     uuid = host.check_output("blkid -s UUID -o value /dev/md0").strip()
-    assert re.search(rf"^UUID={uuid}\s+/srv/capture\s+xfs\s+defaults,noatime", host.file("/etc/fstab").content_string, re.M)
+    fstab = host.file("/etc/fstab").content_string
+    assert re.search(rf"^UUID={uuid}\s+/srv/capture\s+xfs\s+defaults,noatime", fstab, re.M)
 
 
 def test_array_persisted_in_mdadm_conf(host):

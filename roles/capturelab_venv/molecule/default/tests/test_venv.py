@@ -1,0 +1,27 @@
+"""capturelab runs on arm64 from the wheelhouse: binary wheels, no index, no compiler needed."""
+
+from __future__ import annotations
+
+VENV = "/opt/capturelab/venv"
+
+
+def test_capturelab_runs(host):
+    assert host.check_output(f"{VENV}/bin/capturelab --version").startswith("capturelab ")
+
+
+def test_native_wheels_are_aarch64_and_import(host):
+    listing = host.check_output("ls /opt/capturelab/wheelhouse/*/")
+    assert "aarch64" in listing and "x86_64" not in listing
+    out = host.check_output(
+        f"{VENV}/bin/python -c 'import confluent_kafka, zstandard, crc32c, platform; "
+        "print(platform.machine(), confluent_kafka.libversion()[0])'"
+    )
+    assert out.startswith("aarch64 ")
+
+
+def test_no_compiler_was_needed(host):
+    assert not host.exists("gcc") and not host.exists("cc")
+
+
+def test_only_the_current_wheelhouse_is_kept(host):
+    assert len(host.check_output("ls /opt/capturelab/wheelhouse").split()) == 1
