@@ -91,7 +91,8 @@ class SinkService:
             self.tombstones.erase(stone.pseudonym, stone.at, stone.reason)
         self.status = Status()
         self.consumer = consumer_factory(consumer_config(config))
-        self._offsets: dict[tuple[str, int], int] = {}
+        self._offsets: dict[tuple[str, int], int] = {}  # next offset to commit
+        self._first_pending: dict[tuple[str, int], int] = {}  # first offset since the last commit
         self._backlog: list[Message] = []
         self._paused = False
         self._stop = False
@@ -134,7 +135,9 @@ class SinkService:
             if now - self._last_resume_check >= RESUME_CHECK_S:
                 self._last_resume_check = now
                 self._try_resume()
-            self.consumer.poll(0.2)  # keeps the group membership alive while paused
+            held = self.consumer.poll(0.2)  # keeps the group membership alive while paused
+            if held is not None and held.error() is None:
+                self._backlog.append(held)  # fetched before the pause took effect: keep it
             self.write_status()
             return
         messages = self.consumer.consume(
@@ -166,6 +169,7 @@ class SinkService:
             except _RewoundError:
                 return
             self._offsets[(topic, partition)] = offset + 1
+            self._first_pending.setdefault((topic, partition), offset)
         self._checkpoint()
 
     def _control(self, msg: Message) -> None:
@@ -200,6 +204,7 @@ class SinkService:
             self.consumer.commit(offsets=offsets, asynchronous=False)
             self._offsets.clear()
             self.status.last_commit = self.clock().isoformat()
+        self._first_pending.clear()
         return True
 
     # --- full volume ---------------------------------------------------------------------------
@@ -211,10 +216,15 @@ class SinkService:
         self._pause_all(reason)
 
     def _rewind_and_pause(self, reason: str) -> None:
-        committed = self.consumer.committed(self.consumer.assignment(), timeout=10)
-        for tp in committed:
-            if tp.offset >= 0:
-                self.consumer.seek(tp)
+        """Seek every partition back to its first uncommitted message (processed or held)."""
+        rewind = dict(self._first_pending)
+        for msg in self._backlog:
+            key = (msg.topic() or "", msg.partition() or 0)
+            offset = msg.offset() or 0
+            rewind[key] = min(offset, rewind.get(key, offset))
+        for (topic, partition), offset in sorted(rewind.items()):
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+        self._first_pending.clear()
         self._backlog.clear()
         self._pause_all(reason)
 
