@@ -94,21 +94,18 @@ files.put(
     mode="644",
 )
 
-files.put(
-    name="mdadm: the initramfs assembles no array (none holds the root filesystem)",
-    # qemu boots this image with -kernel/-initrd taken from the cache, so the guest can never
-    # rebuild the initramfs it boots from. Without this, that initramfs would auto-assemble the
-    # storage array as /dev/md127 before the root filesystem's mdadm.conf is read; with it, udev
-    # assembles it from /etc/mdadm/mdadm.conf under its configured name, as on a real node whose
-    # initramfs was rebuilt by the storage_array role.
-    src=StringIO("INITRDSTART='none'\nAUTOCHECK=false\nAUTOSCAN=false\nSTART_DAEMON=false\n"),
-    dest="/etc/default/mdadm",
-    mode="644",
-)
-
 server.shell(
-    name="rebuild the initramfs with that setting",
-    commands=["update-initramfs -u -k all"],
+    name="mdadm: assemble only the arrays that mdadm.conf declares (AUTO -all)",
+    # qemu boots this image with -kernel/-initrd taken from the cache, so the guest can never
+    # rebuild the initramfs it boots from. That initramfs (built here, before any array exists)
+    # would otherwise auto-assemble the storage array as /dev/md127 before the root filesystem's
+    # mdadm.conf is read. With AUTO -all it assembles nothing undeclared, and udev on the root
+    # filesystem assembles the array under the name the storage_array role declared (md0): the
+    # outcome of a real node whose initramfs the role rebuilt with that ARRAY line.
+    commands=[
+        "grep -qx 'AUTO -all' /etc/mdadm/mdadm.conf || echo 'AUTO -all' >> /etc/mdadm/mdadm.conf",
+        "update-initramfs -u -k all",
+    ],
 )
 
 fresh_identity()

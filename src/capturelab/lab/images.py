@@ -327,4 +327,8 @@ class StorageVmImage:
         tmp.rename(self.directory)
         shutil.rmtree(rootfs, ignore_errors=True)
         say(f"storage VM image built in {self.directory}")
+        for old in self.directory.parent.glob("storage-*"):
+            if old != self.directory and not old.name.endswith(".partial"):
+                shutil.rmtree(old, ignore_errors=True)  # older recipes' images (about 1 GB each)
+                say(f"removed the outdated VM image {old.name}")
         return self.artifacts()
