@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,9 @@ class _Open:
 
 
 ErasedCheck = Callable[[str, int], bool]
+NS_PER_HOUR = 3_600_000_000_000
+STATVFS_EVERY_S = 1.0
+STATVFS_MARGIN = 64 << 20  # re-check free space once the estimate is this close to the reserve
 
 
 class SegmentStore:
@@ -98,7 +102,9 @@ class SegmentStore:
         self.counters = Counters()
         self.ledger = Ledger()
         self._pending_ledger = Ledger()
-        self._open: dict[Path, _Open] = {}
+        self._open: dict[tuple[str, int], _Open] = {}  # (pseudonym, hour number) -> open files
+        self._free_checked_at = -1.0  # monotonic time of the last statvfs
+        self._free_estimate = 0  # bytes free then, minus what was written since
         self.recover()
 
     # --- start-up ------------------------------------------------------------------------------
@@ -140,6 +146,25 @@ class SegmentStore:
         st = os.statvfs(self.layout.root)
         return st.f_bavail * st.f_frsize
 
+    def _check_space(self, size: int) -> None:
+        """DiskFullError before a write would dip into the reserve.
+
+        statvfs runs at most every STATVFS_EVERY_S or once the writes since the last call could
+        have used up the headroom above the reserve; in between, the estimate is decremented by
+        what was written (a frame at a time on a full volume, where it matters).
+        """
+        now = time.monotonic()
+        headroom = self._free_estimate - self.min_free_bytes - size
+        if now - self._free_checked_at >= STATVFS_EVERY_S or headroom < STATVFS_MARGIN:
+            self._free_estimate = self.free_bytes()
+            self._free_checked_at = now
+        if self._free_estimate - size < self.min_free_bytes:
+            raise DiskFullError(
+                f"{self.layout.root}: {self._free_estimate} bytes free, reserve is "
+                f"{self.min_free_bytes}: intake paused"
+            )
+        self._free_estimate -= size
+
     def put(self, frame: bytes, origin: str) -> Outcome:
         """Store one frame (not yet durable: call ``flush``). ``origin`` names it in quarantine."""
         try:
@@ -147,6 +172,7 @@ class SegmentStore:
                 batch = decode_batch(frame, dictionaries=self.dictionaries)
                 collector, first, count = batch.collector_id, batch.first_seq, len(batch.events)
                 pseudonym, wall_ns = batch.pseudonym_hex, batch.events[0].wall_ns
+                crc = read_header(frame).crc
             else:
                 peek = peek_batch(frame, dictionaries=self.dictionaries)
                 collector, first, count = (
@@ -155,6 +181,7 @@ class SegmentStore:
                     peek.header.count,
                 )
                 pseudonym, wall_ns = peek.pseudonym.hex(), peek.first_wall_ns
+                crc = peek.header.crc
         except FrameError as exc:
             self.quarantine(frame, origin, str(exc))
             return Outcome.QUARANTINED
@@ -174,12 +201,8 @@ class SegmentStore:
                 pseudonym=pseudonym,
             )
             return Outcome.QUARANTINED
-        if self.free_bytes() - len(frame) < self.min_free_bytes:
-            raise DiskFullError(
-                f"{self.layout.root}: {self.free_bytes()} bytes free, reserve is "
-                f"{self.min_free_bytes}: intake paused"
-            )
-        handle = self._handle(self.layout.hour_file(pseudonym, wall_ns))
+        self._check_space(len(frame))
+        handle = self._handle(pseudonym, wall_ns)
         offset = handle.size
         try:
             _write_all(handle.segment, frame)
@@ -198,7 +221,7 @@ class SegmentStore:
                 count,
                 offset,
                 len(frame),
-                read_header(frame).crc,
+                crc,
             )
         )
         self._pending_ledger.add(collector, first, count)
@@ -280,10 +303,12 @@ class SegmentStore:
             return Seen.PARTIAL
         return Seen.NEW
 
-    def _handle(self, hour: HourFile) -> _Open:
-        handle = self._open.get(hour.segment)
+    def _handle(self, pseudonym: str, wall_ns: int) -> _Open:
+        key = (pseudonym, wall_ns // NS_PER_HOUR)
+        handle = self._open.get(key)
         if handle is not None:
             return handle
+        hour = self.layout.hour_file(pseudonym, wall_ns)
         new_dirs: set[Path] = set()
         parent = hour.segment.parent
         missing = []
@@ -301,7 +326,7 @@ class SegmentStore:
         )  # unbuffered: a failed write leaves nothing queued
         size = fh.seek(0, os.SEEK_END)
         handle = _Open(hour, fh, size, size, new_dirs)
-        self._open[hour.segment] = handle
+        self._open[key] = handle
         return handle
 
     def _rollback(self, h: _Open) -> None:
