@@ -21,10 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from capturelab.errors import InputError
 from capturelab.schema import PSEUDONYM_BYTES, ContextEvent, DeviceClass, Event, InputEvent
+from capturelab.yamlfile import read_yaml
 
 
 class Scope(enum.StrEnum):
@@ -206,15 +205,7 @@ def parse_record(data: Mapping[str, Any], where: str = "consent") -> ConsentReco
 
 def load_record(path: Path) -> ConsentRecord:
     """A consent file (YAML or JSON); a missing or malformed file names itself and the field."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read consent record: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML/JSON: {exc}") from None
-    return parse_record(data, where=str(path))
+    return parse_record(read_yaml(path, "consent record"), where=str(path))
 
 
 def region_allowed(

@@ -377,6 +377,17 @@ def _decode_records(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
     return tuple(events)
 
 
+def _dictionary_for(
+    header: FrameHeader, dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None
+) -> zstandard.ZstdCompressionDict | None:
+    if not header.dict_id:
+        return None
+    dictionary = (dictionaries or {}).get(header.dict_id)
+    if dictionary is None:
+        raise FrameError(f"header.dict_id {header.dict_id} names a dictionary this reader lacks")
+    return dictionary
+
+
 def decode_batch(
     frame: bytes,
     *,
@@ -387,13 +398,7 @@ def decode_batch(
     verify_crc(frame, header)
     payload = frame[HEADER_SIZE:]
     if header.codec is Codec.ZSTD:
-        dictionary = None
-        if header.dict_id:
-            dictionary = (dictionaries or {}).get(header.dict_id)
-            if dictionary is None:
-                raise FrameError(
-                    f"header.dict_id {header.dict_id} names a dictionary this reader lacks"
-                )
+        dictionary = _dictionary_for(header, dictionaries)
         try:
             raw = _decompressor(dictionary).decompress(payload, max_output_size=header.raw_len)
         except zstandard.ZstdError as exc:
@@ -436,13 +441,7 @@ def peek_batch(
     verify_crc(frame, header)
     payload = frame[HEADER_SIZE:]
     if header.codec is Codec.ZSTD:
-        dictionary = None
-        if header.dict_id:
-            dictionary = (dictionaries or {}).get(header.dict_id)
-            if dictionary is None:
-                raise FrameError(
-                    f"header.dict_id {header.dict_id} names a dictionary this reader lacks"
-                )
+        dictionary = _dictionary_for(header, dictionaries)
         try:
             # Our encoder puts the prefix in a block of its own: a few hundred compressed bytes
             # hold it. A frame without that block decodes its whole first block instead.

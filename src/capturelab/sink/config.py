@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from capturelab.errors import InputError
 from capturelab.transport import Security
+from capturelab.yamlfile import read_yaml
 
 
 @dataclass(frozen=True)
@@ -111,12 +110,4 @@ def _security(sec: Any, where: str) -> Security:
 
 
 def load_config(path: Path) -> SinkConfig:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"sink config {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"sink config {path}: not YAML ({exc})") from None
-    return parse_config(data, f"sink config {path}")
+    return parse_config(read_yaml(path, "sink config"), f"sink config {path}")
