@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import time
 import uuid
 from pathlib import Path
 
@@ -170,6 +172,44 @@ def test_round_trip(host, ip, hv, secure):
         "--property print.key=true",
     )
     assert f"collector-test\t{marker}" in consumed.stdout, consumed.stderr[-2000:]
+
+
+def test_round_trip_with_librdkafka_over_tls_scram(ip, hv, secure):
+    """A third-party client over TLS + SCRAM: librdkafka 2.16 (confluent-kafka's wheel).
+
+    Debian's kcat cannot do this (librdkafka 2.0.2, see above); this is the client every capturelab
+    tier uses. It runs on the controller against the container, trusting only the lab CA.
+    """
+    if not secure:
+        pytest.skip("TLS and SCRAM are off in this scenario")
+    from confluent_kafka import Consumer, Producer  # noqa: PLC0415 - only the secure case needs it
+
+    ca = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki" / "ca.crt"
+    secret = hv["kafka_principal_secret"]
+
+    def conf(principal: str) -> dict[str, str]:
+        return {
+            "bootstrap.servers": f"{ip}:9094",
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": principal,
+            "sasl.password": _filters().kafka_scram_password(secret, principal),
+            "ssl.ca.location": str(ca),
+        }
+
+    marker = uuid.uuid4().hex.encode()
+    producer = Producer({**conf("collector-test"), "acks": "all", "enable.idempotence": True})
+    producer.produce("capture.events", key=b"collector-test", value=marker)
+    assert producer.flush(60) == 0
+    consumer = Consumer({**conf("sink"), "group.id": "sink", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["capture.events"])
+    found = False
+    deadline = time.monotonic() + 60
+    while not found and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        found = msg is not None and msg.error() is None and msg.value() == marker
+    consumer.close()
+    assert found, "the sink principal did not read the record over TLS + SCRAM"
 
 
 def test_acl_denies_a_collector_reading(host, ip, hv, secure):
