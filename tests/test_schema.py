@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,27 @@ def test_peek_matches_the_full_decode(codec: Codec):
     assert (peek.header.first_seq, peek.header.count) == (full.first_seq, len(full.events))
     with pytest.raises(FrameError, match="crc32c"):
         peek_batch(_flip(frame, len(frame) - 2))
+
+
+def test_threads_encode_decode_and_peek_at_once():
+    """zstd contexts are per thread: shared ones corrupt concurrent work (the sink runs threads)."""
+
+    frames = [encode_batch(_batch(cid=f"c{i}")) for i in range(8)]
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for _ in range(300):
+                frame = frames[n % len(frames)]
+                assert peek_batch(frame).header.collector_id == f"c{n % len(frames)}"
+                assert decode_batch(frame).collector_id == f"c{n % len(frames)}"
+                assert decode_batch(encode_batch(_batch(cid=f"t{n}"))).collector_id == f"t{n}"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

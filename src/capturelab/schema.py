@@ -18,9 +18,9 @@ import hashlib
 import hmac
 import re
 import struct
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 import crc32c
 import zstandard
@@ -201,16 +201,39 @@ def pseudonymize(lab_secret: bytes, participant_id: str) -> bytes:
     return hmac.new(lab_secret, participant_id.encode(), hashlib.sha256).digest()
 
 
-@lru_cache(maxsize=16)
+# zstd contexts are not thread-safe (python-zstandard: "instances are not thread safe"), and
+# a sink runs consumers in threads: each thread keeps its own, reused across batches.
+_contexts = threading.local()
+
+
+def _thread_cache() -> dict[tuple[object, ...], object]:
+    cache: dict[tuple[object, ...], object] | None = getattr(_contexts, "cache", None)
+    if cache is None:
+        cache = {}
+        _contexts.cache = cache
+    return cache
+
+
 def _compressor(
     level: int, dictionary: zstandard.ZstdCompressionDict | None
 ) -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=level, dict_data=dictionary, write_content_size=True)
+    cache = _thread_cache()
+    key = ("c", level, dictionary)
+    found = cache.get(key)
+    if not isinstance(found, zstandard.ZstdCompressor):
+        found = zstandard.ZstdCompressor(level=level, dict_data=dictionary, write_content_size=True)
+        cache[key] = found
+    return found
 
 
-@lru_cache(maxsize=16)
 def _decompressor(dictionary: zstandard.ZstdCompressionDict | None) -> zstandard.ZstdDecompressor:
-    return zstandard.ZstdDecompressor(dict_data=dictionary)
+    cache = _thread_cache()
+    key = ("d", dictionary)
+    found = cache.get(key)
+    if not isinstance(found, zstandard.ZstdDecompressor):
+        found = zstandard.ZstdDecompressor(dict_data=dictionary)
+        cache[key] = found
+    return found
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
