@@ -80,7 +80,9 @@ class LocalKafka:
                 ]
             )
         )
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # "-..." would read as an option to StorageTool
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",

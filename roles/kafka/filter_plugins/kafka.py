@@ -18,7 +18,15 @@ def kafka_cluster_id(members: list[str], salt: str = "") -> str:
         raise ValueError("kafka_cluster_id: the gateway group has no hosts")
     seed = "\n".join(sorted(str(m) for m in members)) + "\n" + salt
     digest = hashlib.sha256(seed.encode()).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    cluster_id = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    rehash = 0
+    # An id starting with "-" reads as an option to kafka-storage (Kafka's own random ids avoid
+    # it too): re-derive, deterministically, until it does not.
+    while cluster_id.startswith("-"):
+        rehash += 1
+        digest = hashlib.sha256(f"{seed}\n{rehash}".encode()).digest()[:16]
+        cluster_id = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return cluster_id
 
 
 def kafka_scram_password(secret: str, principal: str) -> str:
