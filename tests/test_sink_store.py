@@ -247,3 +247,15 @@ def test_config_errors_name_the_field(tmp_path: Path):
         load_config(path)
     path.write_text("root: /x\nbootstrap_servers: gw:9092\nflush_max_messages: 64\n")
     assert load_config(path).flush_max_messages == 64
+
+
+def test_full_decode_files_batches_like_the_peek(tmp_path: Path):
+    peek, full = _store(tmp_path / "a"), _store(tmp_path / "b", full_decode=True)
+    for store in (peek, full):
+        assert store.put(frame("c1", 0, 10), "x") is Outcome.STORED
+        assert store.put(b"CLAB" + bytes(80), "y") is Outcome.QUARANTINED
+        store.flush()
+    assert (
+        audit(tmp_path / "a").to_dict()["collectors"]
+        == audit(tmp_path / "b").to_dict()["collectors"]
+    )
