@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from capturelab import __version__, plan_cli, redact_cli
 from capturelab.bench import cli as bench_cli
+from capturelab.collector import cli as collector_cli
 from capturelab.errors import CapturelabError
 from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     redact_cli.register(sub)
     bench_cli.register(sub)
     sink_cli.register(sub)
+    collector_cli.register(sub)
     return parser
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from capturelab.errors import InputError
 
@@ -51,6 +53,25 @@ class Security:
             "sasl.password": self.password,
             "ssl.ca.location": self.ca_file,
         }
+
+
+def parse_security(sec: Any, where: str) -> Security:
+    """``security: {username, password_file, ca_file}`` from a tier's config file."""
+    if not isinstance(sec, dict):
+        raise InputError(f"{where} must be a mapping")
+    for name in ("username", "password_file", "ca_file"):
+        if not isinstance(sec.get(name), str) or not sec[name]:
+            raise InputError(f"{where}.{name} is required")
+    password_file = Path(sec["password_file"])
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"{where}.password_file {password_file}: {exc.strerror}") from None
+    if not password:
+        raise InputError(f"{where}.password_file {password_file} is empty")
+    if not Path(sec["ca_file"]).is_file():
+        raise InputError(f"{where}.ca_file {sec['ca_file']} does not exist")
+    return Security(sec["username"], password, sec["ca_file"])
 
 
 def producer_config(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from capturelab.errors import InputError
-from capturelab.transport import Security
+from capturelab.transport import Security, parse_security
 from capturelab.yamlfile import read_yaml
 
 
@@ -64,7 +64,7 @@ def parse_config(data: Any, where: str) -> SinkConfig:
         raise InputError(f"{where}: field root must be an absolute path, got {data['root']!r}")
     sec = data.get("security")
     if sec is not None:
-        kwargs["security"] = _security(sec, f"{where}: security")
+        kwargs["security"] = parse_security(sec, f"{where}: security")
     return SinkConfig(**kwargs)
 
 
@@ -89,24 +89,6 @@ def _ints(data: dict[str, Any], where: str) -> dict[str, Any]:
                 )
             out[name] = value
     return out
-
-
-def _security(sec: Any, where: str) -> Security:
-    if not isinstance(sec, dict):
-        raise InputError(f"{where} must be a mapping")
-    for name in ("username", "password_file", "ca_file"):
-        if not isinstance(sec.get(name), str) or not sec[name]:
-            raise InputError(f"{where}.{name} is required")
-    password_file = Path(sec["password_file"])
-    try:
-        password = password_file.read_text().strip()
-    except OSError as exc:
-        raise InputError(f"{where}.password_file {password_file}: {exc.strerror}") from None
-    if not password:
-        raise InputError(f"{where}.password_file {password_file} is empty")
-    if not Path(sec["ca_file"]).is_file():
-        raise InputError(f"{where}.ca_file {sec['ca_file']} does not exist")
-    return Security(sec["username"], password, sec["ca_file"])
 
 
 def load_config(path: Path) -> SinkConfig:

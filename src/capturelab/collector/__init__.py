@@ -1,0 +1,1 @@
+"""The Pi 5 edge collector: evdev capture, consent gate, edge redaction, spool, delivery."""

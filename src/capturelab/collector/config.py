@@ -1,0 +1,201 @@
+"""The collector's configuration file (``/etc/capturelab/collector.yml``, written by the role).
+
+Every error names the file and the field. The consent record and the lab secret live in files of
+their own (deployed by the role, readable only by the service), named here by path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capturelab.collector import keymap
+from capturelab.collector.edge import DEFAULT_PAUSE_CHORD, DEFAULT_SECRET_PROMPTS
+from capturelab.errors import InputError
+from capturelab.schema import validate_collector_id
+from capturelab.transport import Security, parse_security
+from capturelab.yamlfile import read_yaml
+
+CONTEXT_SOURCES = ("none", "x11", "sway", "inject")
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    collector_id: str
+    consent_file: Path
+    lab_secret_file: Path
+    spool_dir: Path
+    bootstrap_servers: str
+    runtime_dir: Path = Path("/run/capturelab-collector")
+    spool_max_bytes: int = 1 << 30
+    capture_topic: str = "capture.events"
+    control_topic: str = "capture.control"
+    devices: tuple[Path, ...] | None = None  # None: every keyboard, mouse and touchpad (sysfs)
+    sysfs_input_dir: Path = Path("/sys/class/input")
+    dev_input_dir: Path = Path("/dev/input")
+    inject_dir: Path | None = None
+    context: str = "none"
+    batch_interval_ms: int = 1000
+    batch_max_events: int = 20_000
+    zstd_level: int = 3
+    dictionary_file: Path | None = None
+    pause_chord: frozenset[int] = field(
+        default_factory=lambda: keymap.parse_chord(list(DEFAULT_PAUSE_CHORD), "pause_chord")
+    )
+    secret_prompts: tuple[str, ...] = DEFAULT_SECRET_PROMPTS
+    idle_flush_ms: int = 3000
+    consent_check_interval_s: float = 2.0
+    device_rescan_interval_s: float = 5.0
+    status_interval_s: float = 1.0
+    message_timeout_ms: int = 300_000
+    security: Security | None = field(default=None, repr=False)
+
+    @property
+    def status_path(self) -> Path:
+        return self.spool_dir / "status.json"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+
+_INTS = {
+    "spool_max_bytes": 1 << 20,
+    "batch_interval_ms": 10,
+    "batch_max_events": 1,
+    "zstd_level": 1,
+    "idle_flush_ms": 100,
+    "message_timeout_ms": 1000,
+}
+_FLOATS = ("consent_check_interval_s", "device_rescan_interval_s", "status_interval_s")
+_PATHS = ("consent_file", "lab_secret_file", "spool_dir")
+_OPTIONAL_PATHS = (
+    "runtime_dir",
+    "sysfs_input_dir",
+    "dev_input_dir",
+    "inject_dir",
+    "dictionary_file",
+)
+
+
+def _path(value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise InputError(f"{where} must be an absolute path, got {value!r}")
+    return Path(value)
+
+
+def parse_config(data: Any, where: str) -> CollectorConfig:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: must be a mapping")
+    unknown = sorted(set(data) - set(CollectorConfig.__dataclass_fields__))
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    cid = data.get("collector_id")
+    if not isinstance(cid, str):
+        raise InputError(f"{where}: field collector_id is required (a string)")
+    try:
+        kwargs: dict[str, Any] = {"collector_id": validate_collector_id(cid)}
+    except InputError as exc:
+        raise InputError(f"{where}: field collector_id: {exc}") from None
+    kwargs.update(_paths(data, where))
+    kwargs.update(_strings(data, where))
+    kwargs.update(_numbers(data, where))
+    kwargs.update(_devices(data, where))
+    kwargs.update(_policy(data, where))
+    if kwargs.get("context") == "inject" and "inject_dir" not in kwargs:
+        raise InputError(f"{where}: field context is inject but inject_dir is not set")
+    if data.get("security") is not None:
+        kwargs["security"] = parse_security(data["security"], f"{where}: field security")
+    return CollectorConfig(**kwargs)
+
+
+def _paths(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _PATHS:
+        if name not in data:
+            raise InputError(f"{where}: field {name} is required (an absolute path)")
+        out[name] = _path(data[name], f"{where}: field {name}")
+    for name in _OPTIONAL_PATHS:
+        if data.get(name) is not None:
+            out[name] = _path(data[name], f"{where}: field {name}")
+    return out
+
+
+def _strings(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("bootstrap_servers", "capture_topic", "control_topic"):
+        if name in data or name == "bootstrap_servers":
+            value = data.get(name)
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f"{where}: field {name} must be a non-empty string")
+            out[name] = value.strip()
+    context = data.get("context", "none")
+    if context not in CONTEXT_SOURCES:
+        raise InputError(
+            f"{where}: field context {context!r} is not one of {', '.join(CONTEXT_SOURCES)}"
+        )
+    out["context"] = context
+    return out
+
+
+def _numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, minimum in _INTS.items():
+        if name in data:
+            value = data[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise InputError(
+                    f"{where}: field {name} must be an integer >= {minimum}, got {value!r}"
+                )
+            out[name] = value
+    if not 1 <= out.get("zstd_level", 3) <= 22:
+        raise InputError(f"{where}: field zstd_level must be 1-22, got {out['zstd_level']}")
+    for name in _FLOATS:
+        if name in data:
+            value = data[name]
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise InputError(f"{where}: field {name} must be a positive number, got {value!r}")
+            out[name] = float(value)
+    return out
+
+
+def _policy(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "pause_chord" in data:
+        chord = data["pause_chord"]
+        if not isinstance(chord, list):
+            raise InputError(f"{where}: field pause_chord must be a list of key names")
+        out["pause_chord"] = keymap.parse_chord(chord, f"{where}: field pause_chord")
+    if "secret_prompts" in data:
+        out["secret_prompts"] = _patterns(data["secret_prompts"], f"{where}: field secret_prompts")
+    return out
+
+
+def _devices(data: dict[str, Any], where: str) -> dict[str, Any]:
+    devices = data.get("devices", "auto")
+    if devices == "auto":
+        return {}
+    if not isinstance(devices, list) or not devices:
+        raise InputError(f"{where}: field devices must be auto or a non-empty list of paths")
+    return {
+        "devices": tuple(_path(d, f"{where}: field devices[{i}]") for i, d in enumerate(devices))
+    }
+
+
+def _patterns(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise InputError(f"{where} must be a list of regular expressions")
+    for i, pattern in enumerate(value):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InputError(
+                f"{where}[{i}] {pattern!r} is not a regular expression: {exc}"
+            ) from None
+    return tuple(value)
+
+
+def load_config(path: Path) -> CollectorConfig:
+    return parse_config(read_yaml(path, "collector config"), f"collector config {path}")

@@ -1,0 +1,550 @@
+"""The collector daemon: consent gate -> device reads -> edge policy -> sealed batches -> spool.
+
+One thread captures (devices, context, the control socket, sealing); the ``Delivery`` thread
+sends the spool. The capture loop:
+
+1. re-reads the consent record when its file changes, and decides (``consent.decide``) every
+   ``consent_check_interval_s``: nothing is read from a device unless the record is valid now.
+   Expiry stops capture; a revocation stops it and queues a ``consent_revoked`` and an
+   ``erasure_requested`` message for the control topic (once per revocation);
+2. reads every ready device (``DeviceReader``), counts and quarantines malformed records, and
+   passes the rest through the ``EdgeFilter`` (scopes, secure input, text scrubbing);
+3. every ``batch_interval_ms`` (or ``batch_max_events``) numbers what the edge handed out with
+   the next sequence numbers and seals it into one batch in the spool;
+4. pauses capture while the spool is full (``capture paused: spool full``), and resumes below
+   90 % of its bound: nothing sealed is ever dropped;
+5. writes ``status.json`` in the spool every ``status_interval_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from capturelab.collector import evdev
+from capturelab.collector.config import CollectorConfig
+from capturelab.collector.context import ContextSource, open_source
+from capturelab.collector.delivery import Delivery
+from capturelab.collector.edge import EdgeFilter, Item
+from capturelab.collector.spool import Spool, write_atomic
+from capturelab.consent import (
+    ConsentRecord,
+    ControlMessage,
+    ControlType,
+    Decision,
+    Status,
+    decide,
+    load_record,
+)
+from capturelab.errors import InputError
+from capturelab.schema import (
+    Batch,
+    ContextEvent,
+    Event,
+    EventFlag,
+    InputEvent,
+    encode_batch,
+    pseudonymize,
+)
+from capturelab.transport import producer_config
+
+log = logging.getLogger("capturelab.collector")
+
+
+def read_lab_secret(path: Path) -> bytes:
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise InputError(f"lab secret {path}: {exc.strerror}") from None
+    if len(secret) < 16:
+        raise InputError(f"lab secret {path} holds {len(secret)} bytes: at least 16 are needed")
+    return secret
+
+
+@dataclass
+class Counters:
+    read: int = 0
+    malformed: int = 0
+    sealed_events: int = 0
+    sealed_batches: int = 0
+    discarded_after_consent_end: int = 0
+    seal_errors: int = 0
+
+
+class Collector:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        producer_factory: Any = None,
+        clock: Any = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes)
+        self.secret = read_lab_secret(config.lab_secret_file)
+        self.dictionary = self._dictionary()
+        self.counters = Counters()
+        self.state = "starting"
+        self.reason = ""
+        self.decision: Decision | None = None
+        self.record: ConsentRecord | None = None
+        self.pseudonym = b""
+        self.edge: EdgeFilter | None = None
+        self.readers: dict[Path, evdev.DeviceReader] = {}
+        self.waiting: dict[Path, str] = {}
+        self.context: ContextSource | None = None
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self._consent_mtime: float | None = -1.0
+        self._next_consent = 0.0
+        self._next_rescan = 0.0
+        self._next_status = 0.0
+        self._seal_at = 0.0
+        self._next_poll = 0.0
+        self._spool_paused = False
+        self._rate = (time.monotonic(), 0, 0.0)
+        self._published = self._load_published()
+        kafka = producer_config(
+            config.bootstrap_servers,
+            client_id=f"capturelab-collector-{config.collector_id}",
+            security=config.security,
+            overrides={"message.timeout.ms": config.message_timeout_ms},
+        )
+        extra = {} if producer_factory is None else {"producer_factory": producer_factory}
+        self.delivery = Delivery(
+            self.spool, kafka, config.capture_topic, config.collector_id, **extra
+        )
+        self._server = self._control_server()
+
+    def _dictionary(self) -> zstandard.ZstdCompressionDict | None:
+        path = self.config.dictionary_file
+        if path is None:
+            return None
+        try:
+            return zstandard.ZstdCompressionDict(path.read_bytes())
+        except OSError as exc:
+            raise InputError(f"dictionary_file {path}: {exc.strerror}") from None
+
+    # --- consent ----------------------------------------------------------------------------
+
+    def _load_consent(self) -> None:
+        path = self.config.consent_file
+        try:
+            mtime: float | None = path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._consent_mtime:
+            return
+        self._consent_mtime = mtime
+        if mtime is None:
+            self.record, self.reason = None, f"no consent record at {path}: nothing is captured"
+            return
+        try:
+            self.record = load_record(path)
+        except InputError as exc:
+            self.record, self.reason = None, f"consent record unusable ({exc}): nothing is captured"
+
+    def check_consent(self) -> None:
+        self._load_consent()
+        now = self.clock()
+        if self.record is None:
+            self.decision = None
+            self._stop_capture(None)
+            self.state = "refused"
+            return
+        decision = decide(self.record, now)
+        self.decision = decision
+        if not decision.allowed:
+            self._stop_capture(self.record)
+            self.state, self.reason = "refused", decision.reason
+            if decision.status is Status.REVOKED:
+                self._publish_revocation(self.record)
+            return
+        pseudonym = pseudonymize(self.secret, self.record.participant_id)
+        if self.edge is None or self.edge.scopes != decision.scopes or pseudonym != self.pseudonym:
+            self._stop_capture(None)
+            self.pseudonym = pseudonym
+            self.edge = EdgeFilter(
+                decision.scopes,
+                pause_chord=self.config.pause_chord,
+                secret_prompts=self.config.secret_prompts,
+                idle_flush_ns=self.config.idle_flush_ms * 1_000_000,
+            )
+            self._next_rescan = 0.0
+        self.state, self.reason = "capturing", decision.reason
+
+    def _stop_capture(self, ended: ConsentRecord | None) -> None:
+        """Seal what the edge holds (up to the consent's end) and close every device."""
+        if self.edge is not None:
+            self.edge.flush()
+            cutoff = None
+            if ended is not None:
+                cutoff = int(ended.window_end().timestamp() * 1e9)
+            self.seal(cutoff_wall_ns=cutoff)
+            self.edge = None
+        for path in list(self.readers):
+            self._close_reader(path)
+        if self.context is not None:
+            self._unregister(self.context.fileno())
+            self.context.close()
+            self.context = None
+
+    def _published_path(self) -> Path:
+        return self.config.spool_dir / "revocations.json"
+
+    def _load_published(self) -> set[str]:
+        try:
+            return set(json.loads(self._published_path().read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def _publish_revocation(self, record: ConsentRecord) -> None:
+        pseudonym = pseudonymize(self.secret, record.participant_id)
+        revoked = record.window_end()
+        marker = hashlib.sha256(pseudonym + revoked.isoformat().encode()).hexdigest()
+        if marker in self._published:
+            return
+        for ctype in (ControlType.CONSENT_REVOKED, ControlType.ERASURE_REQUESTED):
+            message = ControlMessage(
+                ctype,
+                pseudonym,
+                self.config.collector_id,
+                revoked,
+                "consent revoked on the collector",
+            )
+            self.spool.put_control(self.config.control_topic, message.key, message.encode())
+        self._published.add(marker)
+        write_atomic(
+            self._published_path(), json.dumps(sorted(self._published)).encode(), self.spool.tmp
+        )
+        log.warning("consent revoked: capture stopped, erasure requested for this participant")
+
+    # --- devices ----------------------------------------------------------------------------
+
+    def _wanted_devices(self) -> list[evdev.DeviceInfo]:
+        cfg = self.config
+        found = evdev.discover(cfg.sysfs_input_dir, cfg.dev_input_dir)
+        wanted: list[evdev.DeviceInfo] = []
+        if cfg.devices is None:
+            wanted = found
+        else:
+            by_node = {d.path.name: d for d in found}
+            for path in cfg.devices:
+                node = path.resolve().name if path.exists() else path.name
+                if node in by_node:
+                    wanted.append(evdev.DeviceInfo(path, by_node[node].device, by_node[node].name))
+                elif path not in self.waiting:
+                    self.waiting[path] = "waiting: not present (or not a keyboard/mouse/touchpad)"
+                    log.warning("device %s is not present: waiting, retrying every %.0f s", path,
+                                cfg.device_rescan_interval_s)  # fmt: skip
+        if cfg.inject_dir is not None:
+            wanted.extend(evdev.discover_injected(cfg.inject_dir))
+        return wanted
+
+    def _rescan(self) -> None:
+        if self.context is None and self.config.context != "none":
+            self.context = open_source(self.config.context, self.config.inject_dir)
+            fd = self.context.fileno() if self.context is not None else None
+            if fd is not None:
+                self.selector.register(fd, selectors.EVENT_READ, "context")
+        for info in self._wanted_devices():
+            if info.path in self.readers:
+                continue
+            reader = evdev.DeviceReader(info)
+            try:
+                reader.open()
+            except OSError as exc:
+                if self.waiting.get(info.path) != exc.strerror:
+                    log.warning("cannot open %s (%s): retrying", info.path, exc.strerror)
+                self.waiting[info.path] = str(exc.strerror)
+                continue
+            self.waiting.pop(info.path, None)
+            self.readers[info.path] = reader
+            self.selector.register(reader.fd, selectors.EVENT_READ, info.path)
+            log.info("reading %s (%s, %s)", info.path, info.device.name.lower(), info.name)
+
+    def _unregister(self, fd: int | None) -> None:
+        if fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
+
+    def _close_reader(self, path: Path) -> None:
+        reader = self.readers.pop(path)
+        self._unregister(reader.fd)
+        reader.close()
+
+    def _read_device(self, path: Path, edge: EdgeFilter) -> None:
+        reader = self.readers[path]
+        records = reader.read()
+        if records is None:
+            log.warning("device %s went away: waiting for it to return", path)
+            self._close_reader(path)
+            self.waiting[path] = "went away"
+            return
+        device = reader.info.device
+        offset = time.monotonic_ns() - time.time_ns()
+        check = evdev.check_raw
+        process = edge.process
+        n = 0
+        for raw in records:
+            n += 1
+            problem = check(raw, device)
+            if problem is not None:
+                self.counters.malformed += 1
+                self.spool.quarantine(str(path), evdev.pack(*raw), problem)
+                continue
+            process(device, raw, raw[0] * 1_000_000_000 + raw[1] * 1000 + offset)
+        self.counters.read += n
+
+    def _read_context(self, source: ContextSource, edge: EdgeFilter) -> None:
+        try:
+            changes = source.read()
+        except ConnectionError as exc:
+            log.warning("context source lost: %s", exc)
+            self._unregister(source.fileno())
+            source.close()
+            self.context = None
+            return
+        for app, title in changes:
+            wall = time.time_ns()
+            edge.context(app, title, time.monotonic_ns(), wall)
+
+    # --- sealing ----------------------------------------------------------------------------
+
+    def seal(self, cutoff_wall_ns: int | None = None) -> None:
+        """Number what the edge handed out and queue it as one batch (per batch_max_events)."""
+        edge = self.edge
+        if edge is None or not edge.out:
+            return
+        items: list[Item] = edge.out
+        if cutoff_wall_ns is not None:
+            kept = [i for i in items if i[1] < cutoff_wall_ns]
+            self.counters.discarded_after_consent_end += len(items) - len(kept)
+            items = kept
+        edge.out = []
+        step = self.config.batch_max_events
+        for start in range(0, len(items), step):
+            chunk = items[start : start + step]
+            try:
+                self._seal_chunk(chunk)
+            except OSError as exc:
+                # Keep what could not be written (ahead of anything newer) and pause.
+                edge.out = [*items[start:], *edge.out]
+                self.counters.seal_errors += 1
+                self.state, self.reason = "paused", f"cannot write the spool: {exc.strerror}"
+                log.error("%s", self.reason)
+                return
+
+    def _seal_chunk(self, chunk: list[Item]) -> None:
+        seq = self.spool.next_seq
+        events: list[Event] = []
+        for item in chunk:
+            if len(item) == 7:
+                mono, wall, device, etype, code, value, flags = item
+                events.append(
+                    InputEvent(seq, mono, wall, device, etype, code, value, EventFlag(flags))
+                )
+            else:
+                mono, wall, app, title, flags = item
+                events.append(ContextEvent(seq, mono, wall, app, title, EventFlag(flags)))
+            seq += 1
+        batch = Batch(self.config.collector_id, self.pseudonym, tuple(events))
+        frame = encode_batch(batch, level=self.config.zstd_level, dictionary=self.dictionary)
+        self.spool.put_batch(frame, seq)
+        self.counters.sealed_events += len(events)
+        self.counters.sealed_batches += 1
+
+    # --- control socket (capturelab collector pause|resume|status) --------------------------
+
+    def _control_server(self) -> socket.socket | None:
+        path = self.config.control_socket
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(path))
+            path.chmod(0o660)
+            server.listen(4)
+            server.setblocking(False)
+        except OSError as exc:
+            log.warning("no control socket at %s (%s): pause works by chord only", path, exc)
+            return None
+        self.selector.register(server, selectors.EVENT_READ, "control")
+        return server
+
+    def _handle_control(self, server: socket.socket) -> None:
+        try:
+            conn, _ = server.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(1.0)
+            try:
+                command = conn.recv(64).decode(errors="replace").strip()
+            except OSError:
+                return
+            reply: dict[str, Any]
+            if command in ("pause", "resume"):
+                if self.edge is None:
+                    reply = {"ok": False, "error": f"not capturing ({self.state}: {self.reason})"}
+                else:
+                    self.edge.set_secure("command", command == "pause")
+                    reply = {"ok": True, "secure_input": sorted(self.edge.secure_reasons)}
+            elif command == "status":
+                reply = {"ok": True, "status": self.status()}
+            else:
+                reply = {"ok": False, "error": f"unknown command {command!r}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    # --- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        items, size = self.spool.depth()
+        now = time.monotonic()
+        last_t, last_read, rate = self._rate
+        if now - last_t >= 1.0:
+            current = (self.counters.read - last_read) / (now - last_t)
+            rate = current if last_t == 0 else 0.5 * rate + 0.5 * current
+            self._rate = (now, self.counters.read, rate)
+        decision = self.decision
+        record = self.record
+        return {
+            "collector_id": self.config.collector_id,
+            "updated": datetime.now(UTC).isoformat(),
+            "state": self.state,
+            "reason": self.reason,
+            "consent": {
+                "status": decision.status.value if decision else Status.MISSING.value,
+                "scopes": sorted(record.scopes) if record else [],
+                "expires": record.expires.isoformat() if record else None,
+                "lawful_basis": record.lawful_basis.value if record else None,
+            },
+            "pseudonym": self.pseudonym.hex()[:12] if self.pseudonym else None,
+            "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
+            "spool": {
+                "items": items,
+                "bytes": size,
+                "max_bytes": self.spool.max_bytes,
+                "full": self.spool.full(),
+                "next_seq": self.spool.next_seq,
+            },
+            "delivery": self.delivery.snapshot(),
+            "events_per_s": round(rate, 1),
+            "counters": {**vars(self.counters), **(vars(self.edge.counters) if self.edge else {})},
+            "devices": {
+                **{
+                    str(p): f"reading ({r.info.device.name.lower()})"
+                    for p, r in self.readers.items()
+                },
+                **{str(p): why for p, why in self.waiting.items()},
+            },
+        }
+
+    def write_status(self) -> None:
+        doc = self.status()
+        write_atomic(self.config.status_path, json.dumps(doc, indent=1).encode(), self.spool.tmp)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def step(self, timeout: float = 0.05) -> None:
+        """One pass of the capture loop (the tests drive it directly)."""
+        now = time.monotonic()
+        cfg = self.config
+        if now >= self._next_consent:
+            self.check_consent()
+            self._next_consent = now + cfg.consent_check_interval_s
+        capturing = self._capture_allowed_by_spool()
+        if capturing and now >= self._next_rescan:
+            self._rescan()
+            self._next_rescan = now + cfg.device_rescan_interval_s
+        for key, _mask in self.selector.select(timeout):
+            self._dispatch(key.fileobj, key.data)
+        edge = self.edge
+        if edge is not None:
+            if (
+                self.context is not None
+                and self.context.fileno() is None
+                and now >= self._next_poll
+            ):
+                self._next_poll = now + 1.0
+                self._read_context(self.context, edge)
+            edge.tick(time.monotonic_ns())
+            if now >= self._seal_at or len(edge.out) >= cfg.batch_max_events:
+                self.seal()
+                self._seal_at = now + cfg.batch_interval_ms / 1000
+        if now >= self._next_status:
+            self.write_status()
+            self._next_status = now + cfg.status_interval_s
+
+    def _capture_allowed_by_spool(self) -> bool:
+        """Pause capture (close the devices) while the spool is full; resume below the mark."""
+        capturing = self.edge is not None
+        if capturing and self.spool.full():
+            if not self._spool_paused:
+                log.warning("spool full: capture paused until the gateway takes the backlog")
+                for path in list(self.readers):
+                    self._close_reader(path)
+                self._spool_paused = True
+            self.state = "paused"
+            self.reason = (
+                f"capture paused: spool full ({self.spool.depth()[1]} of {self.spool.max_bytes} "
+                "bytes); it resumes when the gateway takes the backlog"
+            )
+            return False
+        if self._spool_paused and not self.spool.full():
+            log.info("spool below its resume mark: capture resumes")
+            self._spool_paused = False
+            self._next_rescan = 0.0
+            if capturing:
+                self.state = "capturing"
+        return capturing
+
+    def _dispatch(self, fileobj: Any, data: Any) -> None:
+        edge = self.edge
+        if data == "control" and isinstance(fileobj, socket.socket):
+            self._handle_control(fileobj)
+        elif data == "context":
+            if edge is not None and self.context is not None:
+                self._read_context(self.context, edge)
+        elif data in self.readers and edge is not None:
+            self._read_device(data, edge)
+
+    def run(self, max_seconds: float | None = None) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        self.delivery.start()
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        log.info("collector %s started (spool %s)", self.config.collector_id, self.spool.root)
+        try:
+            while not self.stopping and (deadline is None or time.monotonic() < deadline):
+                self.step()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def shutdown(self, drain_s: float = 5.0) -> None:
+        """Seal what is held, stop reading, send what Kafka will take within ``drain_s``."""
+        self._stop_capture(None)
+        self.state, self.reason = "stopped", "the daemon stopped"
+        if self.delivery.is_alive():
+            self.delivery.stop(drain_s)
+        self.write_status()
+        if self._server is not None:
+            self._server.close()
+            self.config.control_socket.unlink(missing_ok=True)

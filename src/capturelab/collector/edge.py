@@ -1,0 +1,269 @@
+"""Edge policy: what of an input event may leave the collector process, decided before the spool.
+
+``EdgeFilter`` applies the participant's consent scopes and the secure-input mode to every raw
+event and hands out only what may be kept:
+
+- devices without a granted scope (``mouse`` for mice and touchpads) produce nothing;
+- keyboards produce key and SYN events only (``EV_MSC`` scan codes carry the key and are
+  dropped, as are LED and repeat-rate events);
+- under ``keys:timing`` (the default) a key code becomes its ``KeyClass``, flag ``KEY_CLASS``;
+- in secure-input mode (the pause chord, ``capturelab collector pause``, or a focused secret
+  prompt: sudo, ssh, gpg, passwd, pinentry, password managers) a key code becomes
+  ``KeyClass.UNKNOWN``, flag ``SECURE_INPUT``, under any scope;
+- under ``keys:text`` key events wait in a per-keyboard buffer until a boundary (Enter, Tab, a
+  focus change, an idle pause, a full buffer). The buffer's text is rebuilt (US layout, shift,
+  caps lock, backspace) and run through the shared redaction function; every key that typed a
+  character inside a finding, its release, and a deleted character that stood inside or at the
+  end of one, leave as their class with flag ``REDACTED``. A short tail of the previous text
+  is kept so that a label typed before a boundary (``password: ``) still marks what follows;
+- context events (focus changes) carry app and title through the same redaction function.
+
+Events are handed out in the order they will be numbered; a buffered key keeps its timestamps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from capturelab.collector import keymap
+from capturelab.collector.evdev import EV_KEY, EV_SYN, Raw
+from capturelab.consent import Scope
+from capturelab.redact import find, redact
+from capturelab.schema import DeviceClass, EventFlag, KeyClass
+
+# mono_ns, wall_ns, device, type, code, value, flags
+Out = tuple[int, int, DeviceClass, int, int, int, int]
+# A context change: mono_ns, wall_ns, app, title, flags
+ContextOut = tuple[int, int, str, str, int]
+Item = Out | ContextOut
+
+DEFAULT_SECRET_PROMPTS = (
+    r"\bsudo\b",
+    r"\bssh\b.*(password|passphrase)",
+    r"(password|passphrase) for\b",
+    r"\bgpg\b|\bpinentry",
+    r"\bpasswd\b",
+    r"keepass",
+    r"1password",
+    r"bitwarden",
+    r"\bpass(word)?[ -]?(manager|safe)\b",
+    r"polkit|authentication required",
+)
+DEFAULT_PAUSE_CHORD = ("KEY_LEFTCTRL", "KEY_LEFTALT", "KEY_PAUSE")
+TAIL_CHARS = 64
+_REDACTED_KEY = int(EventFlag.KEY_CLASS | EventFlag.REDACTED)
+KEYBOARD = DeviceClass.KEYBOARD
+UNKNOWN = int(KeyClass.UNKNOWN)
+SECURE = int(EventFlag.SECURE_INPUT)
+CLASS_ONLY = int(EventFlag.KEY_CLASS)
+
+
+@dataclass
+class _TextBuffer:
+    """Keyboard events waiting for a boundary, with the text they typed."""
+
+    entries: list[list[int]] = field(default_factory=list)
+    chars: list[tuple[str, int]] = field(default_factory=list)
+    deleted: list[tuple[int, int]] = field(default_factory=list)  # (position, entry index)
+    press_of: dict[int, int] = field(default_factory=dict)
+    releases: list[tuple[int, int]] = field(default_factory=list)  # (release, press) entries
+    last_mono: int = 0
+
+
+@dataclass
+class EdgeCounters:
+    kept: int = 0
+    dropped_by_scope: int = 0
+    reduced_to_class: int = 0
+    secure_input: int = 0
+    redacted_keys: int = 0
+    redacted_titles: int = 0
+
+
+class EdgeFilter:
+    def __init__(
+        self,
+        scopes: Iterable[Scope],
+        *,
+        pause_chord: frozenset[int] | None = None,
+        secret_prompts: Iterable[str] = DEFAULT_SECRET_PROMPTS,
+        idle_flush_ns: int = 3_000_000_000,
+        max_buffer_events: int = 4096,
+    ) -> None:
+        self.scopes = frozenset(scopes)
+        self.pause_chord = pause_chord or keymap.parse_chord(
+            list(DEFAULT_PAUSE_CHORD), "pause_chord"
+        )
+        self.secret_prompts = [re.compile(p, re.I) for p in secret_prompts]
+        self.idle_flush_ns = idle_flush_ns
+        self.max_buffer_events = max_buffer_events
+        self.out: list[Item] = []
+        self.counters = EdgeCounters()
+        self.secure_reasons: set[str] = set()
+        self._pressed: set[int] = set()
+        self._shift = 0
+        self._caps = False
+        self._ctrl_alt_meta = 0
+        self._buffer = _TextBuffer()
+        self._tail = ""
+        # Keys whose press left masked (secure input, redacted): their repeats and release
+        # leave masked the same way, even after the mode or the buffer changed.
+        self._masked_down: dict[int, tuple[int, int]] = {}
+
+    # --- modes ------------------------------------------------------------------------------
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.secure_reasons)
+
+    def set_secure(self, reason: str, on: bool) -> None:
+        if on and reason not in self.secure_reasons:
+            self.flush()  # what was typed before the mode changed is judged as before
+            self.secure_reasons.add(reason)
+        elif not on and reason in self.secure_reasons:
+            self.secure_reasons.discard(reason)
+
+    def is_secret_prompt(self, app: str, title: str) -> bool:
+        text = f"{app} {title}"
+        return any(p.search(text) for p in self.secret_prompts)
+
+    # --- input ------------------------------------------------------------------------------
+
+    def process(self, device: DeviceClass, raw: Raw, mono_ns: int) -> None:
+        sec, usec, etype, code, value = raw
+        wall_ns = sec * 1_000_000_000 + usec * 1000
+        if device is DeviceClass.KEYBOARD:
+            if etype == EV_KEY:
+                self._key(wall_ns, mono_ns, code, value)
+            elif etype == EV_SYN:
+                self._keyboard_event(
+                    (mono_ns, wall_ns, DeviceClass.KEYBOARD, etype, code, value, 0)
+                )
+            else:
+                self.counters.dropped_by_scope += 1
+        elif device is DeviceClass.OTHER or Scope.MOUSE not in self.scopes:
+            self.counters.dropped_by_scope += 1
+        else:
+            self.counters.kept += 1
+            self.out.append((mono_ns, wall_ns, device, etype, code, value, 0))
+
+    def _track_modifiers(self, code: int, value: int) -> None:
+        if value == 1:
+            self._pressed.add(code)
+        elif value == 0:
+            self._pressed.discard(code)
+        if code in keymap.SHIFTS and value != 2:
+            self._shift += 1 if value == 1 else -1
+            self._shift = max(self._shift, 0)
+        elif code in keymap.CTRL_ALT_META and value != 2:
+            self._ctrl_alt_meta += 1 if value == 1 else -1
+            self._ctrl_alt_meta = max(self._ctrl_alt_meta, 0)
+        elif code == keymap.K["KEY_CAPSLOCK"] and value == 1:
+            self._caps = not self._caps
+
+    def _key(self, wall_ns: int, mono_ns: int, code: int, value: int) -> None:
+        self._track_modifiers(code, value)
+        chord = value == 1 and code in self.pause_chord and self.pause_chord <= self._pressed
+        masked = self._masked_down.get(code)
+        if masked is not None and value != 1:
+            if value == 0:
+                del self._masked_down[code]
+            self._keyboard_event(
+                (mono_ns, wall_ns, DeviceClass.KEYBOARD, EV_KEY, masked[0], value, masked[1])
+            )
+        elif self.secure:
+            self._masked_down[code] = (KeyClass.UNKNOWN, EventFlag.SECURE_INPUT)
+            self.counters.secure_input += 1
+            self._keyboard_event((mono_ns, wall_ns, KEYBOARD, EV_KEY, UNKNOWN, value, SECURE))
+        elif Scope.KEYS_TEXT not in self.scopes:
+            self.counters.reduced_to_class += 1
+            cls = keymap.CLASS_OF.get(code, KeyClass.OTHER)
+            self._keyboard_event((mono_ns, wall_ns, KEYBOARD, EV_KEY, cls, value, CLASS_ONLY))
+        else:
+            self._buffered_key(wall_ns, mono_ns, code, value)
+        if chord:
+            self.set_secure("chord", "chord" not in self.secure_reasons)
+
+    def _keyboard_event(self, event: Out) -> None:
+        """Out now, or behind the buffered keys (order is kept)."""
+        if self._buffer.entries:
+            self._buffer.entries.append(list(event))
+            return
+        self.counters.kept += 1
+        self.out.append(event)
+
+    def _buffered_key(self, wall_ns: int, mono_ns: int, code: int, value: int) -> None:
+        buf = self._buffer
+        index = len(buf.entries)
+        buf.entries.append([mono_ns, wall_ns, DeviceClass.KEYBOARD, EV_KEY, code, value, 0])
+        buf.last_mono = mono_ns
+        if value == 0:
+            press = buf.press_of.pop(code, None)
+            if press is not None:
+                buf.releases.append((index, press))
+            return
+        buf.press_of[code] = index
+        if code in keymap.TEXT and not self._ctrl_alt_meta:
+            plain, shifted = keymap.TEXT[code]
+            upper = bool(self._shift) != (self._caps and plain.isalpha())
+            buf.chars.append((shifted if upper else plain, index))
+        elif code == keymap.K["KEY_BACKSPACE"] and buf.chars:
+            _, typed = buf.chars.pop()
+            buf.deleted.append((len(buf.chars), typed))
+        boundary = code in keymap.ENTERS or code == keymap.K["KEY_TAB"]
+        if boundary or len(buf.entries) >= self.max_buffer_events:
+            self.flush()
+
+    def tick(self, mono_ns: int) -> None:
+        """Flush the text buffer after an idle pause (call this from the daemon's loop)."""
+        if self._buffer.entries and mono_ns - self._buffer.last_mono >= self.idle_flush_ns:
+            self.flush()
+
+    def flush(self) -> None:
+        """Judge the buffered text now and hand its events out, redacted where needed."""
+        buf = self._buffer
+        if not buf.entries:
+            return
+        text = "".join(ch for ch, _ in buf.chars)
+        tail = self._tail
+        redacted_entries: set[int] = set()
+        for finding in find(tail + text):
+            start, end = max(finding.start - len(tail), 0), finding.end - len(tail)
+            if end <= 0:
+                continue
+            redacted_entries.update(buf.chars[i][1] for i in range(start, min(end, len(buf.chars))))
+            redacted_entries.update(i for pos, i in buf.deleted if start <= pos <= end)
+        redacted_entries.update(rel for rel, press in buf.releases if press in redacted_entries)
+        for code, press in buf.press_of.items():  # still held at the boundary
+            if press in redacted_entries:
+                self._masked_down[code] = (keymap.CLASS_OF.get(code, KeyClass.OTHER), _REDACTED_KEY)
+        for i, entry in enumerate(buf.entries):
+            if i in redacted_entries:
+                entry[4] = keymap.CLASS_OF.get(entry[4], KeyClass.OTHER)
+                entry[6] = _REDACTED_KEY
+                self.counters.redacted_keys += 1
+            self.counters.kept += 1
+            self.out.append(
+                (entry[0], entry[1], DeviceClass.KEYBOARD, entry[3], entry[4], entry[5], entry[6])
+            )
+        self._tail = (tail + text)[-TAIL_CHARS:]
+        self._buffer = _TextBuffer(press_of={})
+
+    # --- context ----------------------------------------------------------------------------
+
+    def context(self, app: str, title: str, mono_ns: int, wall_ns: int) -> None:
+        """The focused window changed: a boundary for typed text, maybe a secret prompt."""
+        self.flush()
+        self._tail = ""
+        self.set_secure("prompt", self.is_secret_prompt(app, title))
+        if Scope.CONTEXT not in self.scopes:
+            return
+        clean_app, app_findings = redact(app)
+        clean_title, title_findings = redact(title)
+        flags = 0
+        if app_findings or title_findings:
+            flags = int(EventFlag.REDACTED)
+            self.counters.redacted_titles += 1
+        self.out.append((mono_ns, wall_ns, clean_app, clean_title, flags))

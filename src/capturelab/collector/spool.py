@@ -1,0 +1,181 @@
+"""The collector's bounded on-disk spool: every sealed batch is written here before it is sent.
+
+Layout under the spool directory (the only path the service may write):
+
+``queue/<item>.batch``   a framed batch (the exact Kafka value), named by a 20-digit item number
+``queue/<item>.ctl``     a control message (JSON: topic, key, value) such as an erasure request
+``state.json``           the next sequence number and item number (written atomically)
+``quarantine/``          malformed raw input records, with a reason log
+``tmp/``                 files being written (renamed into ``queue/`` once fsync'd)
+
+Items are delivered in item order and deleted once Kafka acknowledged them (acks=all). The
+state (the batch's last sequence + 1) is written (fsync, rename) *before* the batch enters the
+queue, so a sequence number that reached the queue is never handed out again, even when its
+batch is delivered and deleted just before a crash. Events not yet sealed live only in memory:
+a crash loses them (at most one batch interval) and their numbers are reused, so nothing sent is
+ever duplicated or contradicted.
+
+The spool is bounded: ``full()`` tells the daemon to stop capturing (it never drops a batch it
+has sealed; a seal may overshoot the bound by one batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from capturelab.errors import InputError
+
+ITEM_DIGITS = 20
+BATCH = ".batch"
+CONTROL = ".ctl"
+
+
+@dataclass(frozen=True)
+class Item:
+    number: int
+    path: Path
+    size: int
+
+    @property
+    def is_control(self) -> bool:
+        return self.path.suffix == CONTROL
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
+    tmp = tmp_dir / f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+class Spool:
+    def __init__(self, root: Path, max_bytes: int, *, resume_fraction: float = 0.9) -> None:
+        if max_bytes < 1 << 20:
+            raise InputError(f"spool_max_bytes must be at least 1 MiB, got {max_bytes}")
+        self.root = root
+        self.max_bytes = max_bytes
+        self.resume_bytes = int(max_bytes * resume_fraction)
+        self.queue = root / "queue"
+        self.tmp = root / "tmp"
+        self.quarantine_dir = root / "quarantine"
+        for d in (self.queue, self.tmp, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():
+            stale.unlink()
+        self._lock = threading.Lock()
+        self._items: dict[int, Item] = {}
+        for path in self.queue.iterdir():
+            stem, suffix = path.stem, path.suffix
+            if suffix in (BATCH, CONTROL) and stem.isdigit():
+                self._items[int(stem)] = Item(int(stem), path, path.stat().st_size)
+        self.next_seq, self.next_item = self._load_state()
+        self._bytes = sum(i.size for i in self._items.values())
+        self._paused = self._bytes >= self.max_bytes
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _load_state(self) -> tuple[int, int]:
+        path = self.root / "state.json"
+        next_seq = next_item = 0
+        if path.exists():
+            try:
+                doc = json.loads(path.read_text())
+                next_seq, next_item = int(doc["next_seq"]), int(doc["next_item"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(
+                    f"{path}: the spool state is damaged ({exc}). Sequence numbers must never be "
+                    "reused: restore it, or move the whole spool aside only after its queue was "
+                    "delivered"
+                ) from None
+        if self._items:
+            next_item = max(next_item, max(self._items) + 1)
+        return next_seq, next_item
+
+    def _save_state(self, next_seq: int, next_item: int) -> None:
+        doc = {"next_seq": next_seq, "next_item": next_item, "updated": time.time()}
+        write_atomic(self.root / "state.json", json.dumps(doc).encode(), self.tmp)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _enqueue(self, data: bytes, suffix: str, next_seq: int | None = None) -> Item:
+        with self._lock:
+            number = self.next_item
+            seq = self.next_seq if next_seq is None else next_seq
+            if seq < self.next_seq:
+                raise ValueError(f"sequence {seq} is behind the spool's {self.next_seq}")
+            self._save_state(seq, number + 1)
+            self.next_seq, self.next_item = seq, number + 1
+        path = self.queue / f"{number:0{ITEM_DIGITS}d}{suffix}"
+        write_atomic(path, data, self.tmp)
+        item = Item(number, path, len(data))
+        with self._lock:
+            self._items[number] = item
+            self._bytes += item.size
+            if self._bytes >= self.max_bytes:
+                self._paused = True
+        return item
+
+    def put_batch(self, frame: bytes, next_seq: int) -> Item:
+        """Queue a sealed batch; ``next_seq`` (its last sequence + 1) is persisted first."""
+        return self._enqueue(frame, BATCH, next_seq)
+
+    def put_control(self, topic: str, key: bytes, value: bytes) -> Item:
+        doc = {"topic": topic, "key": key.decode(), "value": value.decode()}
+        return self._enqueue(json.dumps(doc, sort_keys=True).encode(), CONTROL)
+
+    def quarantine(self, source: str, raw: bytes, reason: str) -> None:
+        """Keep a malformed record and say why (bounded: the log stops growing at 1 MiB)."""
+        log = self.quarantine_dir / "records.jsonl"
+        if log.exists() and log.stat().st_size > 1 << 20:
+            return
+        line = {"at": time.time(), "source": source, "reason": reason, "raw": raw.hex()}
+        with log.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    # --- reading and delivery ---------------------------------------------------------------
+
+    def pending(self) -> list[Item]:
+        with self._lock:
+            return [self._items[n] for n in sorted(self._items)]
+
+    def done(self, item: Item) -> None:
+        """Kafka acknowledged the item: delete it."""
+        item.path.unlink(missing_ok=True)
+        with self._lock:
+            if self._items.pop(item.number, None) is not None:
+                self._bytes -= item.size
+            if self._paused and self._bytes <= self.resume_bytes:
+                self._paused = False
+
+    @staticmethod
+    def read_control(item: Item) -> tuple[str, bytes, bytes]:
+        doc = json.loads(item.path.read_bytes())
+        return str(doc["topic"]), str(doc["key"]).encode(), str(doc["value"]).encode()
+
+    # --- bounds -----------------------------------------------------------------------------
+
+    def full(self) -> bool:
+        """Capture must pause: the spool reached its bound (it resumes below 90 % of it)."""
+        with self._lock:
+            return self._paused
+
+    def depth(self) -> tuple[int, int]:
+        """(items, bytes) waiting for delivery."""
+        with self._lock:
+            return len(self._items), self._bytes
