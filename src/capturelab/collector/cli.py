@@ -126,7 +126,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         mouse_hz=args.mouse_hz,
         canaries=not args.no_canaries,
     )
-    injector = synth.open_injector(args.inject_dir)
+    injector = synth.open_injector(args.inject_dir, timeout_s=args.drain_timeout)
     try:
         written = synth.play(session, injector, args.speed)
         drained = synth.wait_drained(injector, args.drain_timeout)

@@ -25,6 +25,7 @@ import logging
 import selectors
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -454,6 +455,10 @@ class Collector:
             },
         }
 
+    def settled(self) -> bool:
+        """Everything read so far is sealed and delivered (the spool is empty)."""
+        return not (self.edge is not None and self.edge.holding) and self.spool.depth()[0] == 0
+
     def write_status(self) -> None:
         doc = self.status()
         write_atomic(self.config.status_path, json.dumps(doc, indent=1).encode(), self.spool.tmp)
@@ -524,8 +529,9 @@ class Collector:
             self._read_device(data, edge)
 
     def run(self, max_seconds: float | None = None) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
         self.delivery.start()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         log.info("collector %s started (spool %s)", self.config.collector_id, self.spool.root)

@@ -84,7 +84,7 @@ class Delivery(threading.Thread):
         self._factory = producer_factory
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._drain_until = 0.0
         self._retry_after = 0.0
         self._fatal = False
@@ -159,7 +159,7 @@ class Delivery(threading.Thread):
                 producer = self._factory(self._config)
             self._send_pending(producer)
             producer.poll(0.05)
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 with self._lock:
                     idle = not self._in_flight
                 if (idle and not self.spool.pending()) or time.monotonic() >= self._drain_until:
@@ -169,7 +169,7 @@ class Delivery(threading.Thread):
     def stop(self, drain_s: float = 5.0) -> None:
         """Stop after sending what is spooled, waiting at most ``drain_s`` seconds."""
         self._drain_until = time.monotonic() + drain_s
-        self._stop.set()
+        self._stopping.set()
         self.join(drain_s + 10)
 
     def snapshot(self) -> dict[str, Any]:

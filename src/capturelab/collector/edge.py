@@ -24,6 +24,7 @@ Events are handed out in the order they will be numbered; a buffered key keeps i
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -69,7 +70,7 @@ class _TextBuffer:
     deleted: list[tuple[int, int]] = field(default_factory=list)  # (position, entry index)
     press_of: dict[int, int] = field(default_factory=dict)
     releases: list[tuple[int, int]] = field(default_factory=list)  # (release, press) entries
-    last_mono: int = 0
+    last_arrival: int = 0  # monotonic clock when the last key arrived (not its timestamp)
 
 
 @dataclass
@@ -113,6 +114,11 @@ class EdgeFilter:
         self._masked_down: dict[int, tuple[int, int]] = {}
 
     # --- modes ------------------------------------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        """Events handed out but not sealed yet, or keys waiting in the text buffer."""
+        return bool(self.out or self._buffer.entries)
 
     @property
     def secure(self) -> bool:
@@ -198,7 +204,7 @@ class EdgeFilter:
         buf = self._buffer
         index = len(buf.entries)
         buf.entries.append([mono_ns, wall_ns, DeviceClass.KEYBOARD, EV_KEY, code, value, 0])
-        buf.last_mono = mono_ns
+        buf.last_arrival = time.monotonic_ns()
         if value == 0:
             press = buf.press_of.pop(code, None)
             if press is not None:
@@ -213,12 +219,14 @@ class EdgeFilter:
             _, typed = buf.chars.pop()
             buf.deleted.append((len(buf.chars), typed))
         boundary = code in keymap.ENTERS or code == keymap.K["KEY_TAB"]
+        if boundary:
+            buf.chars.append(("\t" if code == keymap.K["KEY_TAB"] else "\n", index))
         if boundary or len(buf.entries) >= self.max_buffer_events:
             self.flush()
 
     def tick(self, mono_ns: int) -> None:
         """Flush the text buffer after an idle pause (call this from the daemon's loop)."""
-        if self._buffer.entries and mono_ns - self._buffer.last_mono >= self.idle_flush_ns:
+        if self._buffer.entries and mono_ns - self._buffer.last_arrival >= self.idle_flush_ns:
             self.flush()
 
     def flush(self) -> None:

@@ -115,24 +115,31 @@ class _Builder:
 
     def type_text(self, text: str) -> None:
         start = self.t
-        prev = " "
-        for ch in text:
+        # Bursts inside words, pauses after spaces and punctuation; the factors are scaled so
+        # that the phrase's mean interval (key hold and shift included) is the target's.
+        factors = [
+            1.7 if prev in " .,;:!?" else 0.75 if prev.isalpha() and ch.isalpha() else 1.0
+            for prev, ch in zip(" " + text, text, strict=False)
+        ]
+        shift_ns = sum(0.05 for ch in text if keymap.CHAR_TO_KEY[ch][1])
+        budget = max(self.mean_interval * len(text) - shift_ns, 0.05 * len(text))
+        scale = budget / sum(factors)
+        sigma = 0.35
+        for ch, factor in zip(text, factors, strict=True):
             code, shifted = keymap.CHAR_TO_KEY[ch]
-            # Lognormal inter-key intervals: bursts inside words, pauses between them.
-            factor = 1.7 if prev in " .,;:!?" else 0.75 if prev.isalpha() and ch.isalpha() else 1.0
-            median = self.mean_interval * factor / math.exp(0.5 * 0.35**2)
-            self.t += int(self.rng.lognormvariate(math.log(median), 0.35) * 1e9)
-            hold = int(self.rng.uniform(0.06, 0.12) * 1e9)
+            median = scale * factor / math.exp(0.5 * sigma**2)
+            gap = self.rng.lognormvariate(math.log(median), sigma)
+            hold = min(self.rng.uniform(0.06, 0.12), gap * 0.8)
+            self.t += int((gap - hold) * 1e9)
             if shifted:
                 self._key(keymap.K["KEY_LEFTSHIFT"], 1)
                 self.t += int(0.03e9)
             self._key(code, 1)
-            self.t += hold
+            self.t += int(hold * 1e9)
             self._key(code, 0)
             if shifted:
                 self.t += int(0.02e9)
                 self._key(keymap.K["KEY_LEFTSHIFT"], 0)
-            prev = ch
         self.s.typed_chars += len(text)
         self.s.typing_ns += self.t - start
 
@@ -353,8 +360,12 @@ def play(session: Session, injector: FifoInjector | UinputInjector, speed: float
                 _flush(pending, injector)
                 time.sleep(delay / 1e9)
         if len(item) == 3:
+            # A focus change is ordered against the keys around it: everything before it is read
+            # first, and it is read before anything after it (FIFOs are separate streams).
             _flush(pending, injector)
+            _barrier(injector)
             injector.focus(str(item[1]), str(item[2]))
+            _barrier(injector)
             continue
         device, etype, code, value = DeviceClass(item[1]), int(item[2]), int(item[3]), int(item[4])
         wall = start_wall + (time.monotonic_ns() - start if speed > 0 else t)
@@ -368,6 +379,15 @@ def play(session: Session, injector: FifoInjector | UinputInjector, speed: float
     return written
 
 
+def _barrier(injector: FifoInjector | UinputInjector) -> None:
+    timeout = injector.timeout if isinstance(injector, FifoInjector) else 0.0
+    if not wait_drained(injector, timeout):
+        raise HostEnvironmentError(
+            f"the collector did not read the injected events within {timeout:.1f} s: is it "
+            "running with consent, and is inject_dir its inject dir?"
+        )
+
+
 def _flush(
     pending: dict[DeviceClass, list[bytes]], injector: FifoInjector | UinputInjector
 ) -> None:
@@ -378,7 +398,7 @@ def _flush(
 
 
 def open_injector(
-    inject_dir: Path | None, uinput: Path = Path("/dev/uinput")
+    inject_dir: Path | None, uinput: Path = Path("/dev/uinput"), timeout_s: float = 30.0
 ) -> FifoInjector | UinputInjector:
     """uinput where it exists (unless an inject dir is named), else the injection FIFOs."""
     if inject_dir is None and uinput.exists():
@@ -387,7 +407,7 @@ def open_injector(
         raise HostEnvironmentError(
             f"{uinput} does not exist: name the collector's inject_dir (--inject-dir)"
         )
-    return FifoInjector(inject_dir)
+    return FifoInjector(inject_dir, write_timeout_s=timeout_s)
 
 
 def wait_drained(injector: FifoInjector | UinputInjector, timeout_s: float) -> bool:

@@ -1,0 +1,171 @@
+"""The edge policy: what of a key or mouse event may leave the collector process."""
+
+from __future__ import annotations
+
+import time
+
+from capturelab.collector import evdev, keymap
+from capturelab.collector.edge import EdgeFilter
+from capturelab.consent import Scope
+from capturelab.schema import DeviceClass, EventFlag, KeyClass
+
+KB, MOUSE = DeviceClass.KEYBOARD, DeviceClass.MOUSE
+K = keymap.K
+TEXT_SCOPES = {Scope.KEYS_TIMING, Scope.KEYS_TEXT, Scope.MOUSE, Scope.CONTEXT}
+
+
+def raw(etype: int, code: int, value: int) -> evdev.Raw:
+    t = time.time_ns()
+    return (t // 10**9, t % 10**9 // 1000, etype, code, value)
+
+
+def type_text(edge: EdgeFilter, text: str, enter: bool = True) -> None:
+    for ch in text:
+        code, shifted = keymap.CHAR_TO_KEY[ch]
+        if shifted:
+            edge.process(KB, raw(evdev.EV_KEY, K["KEY_LEFTSHIFT"], 1), 0)
+        edge.process(KB, raw(evdev.EV_MSC, 4, 0x70000 + code), 0)
+        edge.process(KB, raw(evdev.EV_KEY, code, 1), 0)
+        edge.process(KB, raw(evdev.EV_SYN, 0, 0), 0)
+        edge.process(KB, raw(evdev.EV_KEY, code, 0), 0)
+        if shifted:
+            edge.process(KB, raw(evdev.EV_KEY, K["KEY_LEFTSHIFT"], 0), 0)
+    if enter:
+        edge.process(KB, raw(evdev.EV_KEY, K["KEY_ENTER"], 1), 0)
+        edge.process(KB, raw(evdev.EV_KEY, K["KEY_ENTER"], 0), 0)
+
+
+def rebuilt(edge: EdgeFilter) -> str:
+    """What a reader of the output could type back (content keys only, no classes)."""
+    shift, out = False, []
+    for item in edge.out:
+        if len(item) != 7 or item[3] != evdev.EV_KEY:
+            continue
+        code, value = item[4], item[5]
+        if code in keymap.SHIFTS:
+            shift = value != 0
+        elif value == 1 and code in keymap.TEXT:
+            out.append(keymap.TEXT[code][1 if shift else 0])
+    return "".join(out)
+
+
+def key_codes(edge: EdgeFilter) -> list[int]:
+    return [i[4] for i in edge.out if len(i) == 7 and i[3] == evdev.EV_KEY]
+
+
+def test_keys_timing_leaves_classes_only_and_drops_scan_codes() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING})
+    type_text(edge, "Hi 42.")
+    codes = key_codes(edge)
+    assert codes and all(c >= KeyClass.UNKNOWN for c in codes)
+    assert KeyClass.LETTER in codes and KeyClass.DIGIT in codes and KeyClass.MODIFIER in codes
+    assert KeyClass.PUNCTUATION in codes and KeyClass.ENTER in codes
+    assert all(i[3] != evdev.EV_MSC for i in edge.out if len(i) == 7)
+    assert all(i[6] & EventFlag.KEY_CLASS for i in edge.out if len(i) == 7 and i[3] == evdev.EV_KEY)
+    assert edge.counters.dropped_by_scope == 6  # one scan code per key
+
+
+def test_mouse_needs_its_scope() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING})
+    edge.process(MOUSE, raw(evdev.EV_REL, evdev.REL_X, 5), 0)
+    assert edge.out == [] and edge.counters.dropped_by_scope == 1
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.MOUSE})
+    edge.process(MOUSE, raw(evdev.EV_REL, evdev.REL_X, 5), 0)
+    assert [i[3:6] for i in edge.out] == [(evdev.EV_REL, evdev.REL_X, 5)]
+
+
+def test_keys_text_keeps_ordinary_text() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    type_text(edge, "git status")
+    assert rebuilt(edge) == "git status"
+    assert edge.counters.redacted_keys == 0
+
+
+def test_keys_text_scrubs_card_email_and_labelled_password() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    type_text(edge, "card 4000 0012 3456 7899 ok")
+    type_text(edge, "mail canary.ab12@example.org now")
+    type_text(edge, "password: Hunter2xyz")
+    text = rebuilt(edge)
+    assert "card" in text and "ok" in text and "mail" in text and "now" in text
+    for secret in ("4000", "7899", "canary", "example.org", "Hunter2xyz", "unter"):
+        assert secret not in text, (secret, text)
+    redacted = [i for i in edge.out if len(i) == 7 and i[6] & EventFlag.REDACTED]
+    assert redacted and all(i[4] >= KeyClass.UNKNOWN for i in redacted)
+    # every redacted press has a redacted release: the release would name the key otherwise
+    assert sum(1 for i in redacted if i[5] == 1) == sum(1 for i in redacted if i[5] == 0)
+
+
+def test_label_before_an_idle_flush_still_marks_the_secret() -> None:
+    edge = EdgeFilter(TEXT_SCOPES, idle_flush_ns=1)
+    type_text(edge, "password: ", enter=False)
+    edge.tick(time.monotonic_ns() + 10**9)  # idle: the buffer is judged and handed out
+    type_text(edge, "s3cretValue")
+    assert "s3cret" not in rebuilt(edge)
+
+
+def test_deleted_secret_character_is_redacted_too() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    type_text(edge, "password: abcdX", enter=False)
+    edge.process(KB, raw(evdev.EV_KEY, K["KEY_BACKSPACE"], 1), 0)
+    edge.process(KB, raw(evdev.EV_KEY, K["KEY_BACKSPACE"], 0), 0)
+    type_text(edge, "Y")
+    codes = key_codes(edge)
+    assert not {K["KEY_X"], K["KEY_Y"], K["KEY_B"], K["KEY_C"]} & set(codes)  # "password" has a, d
+
+
+def test_secret_prompt_focus_masks_every_key_and_its_late_release() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    edge.context("xterm", "[sudo] password for alice", 0, time.time_ns())
+    assert edge.secure
+    edge.process(KB, raw(evdev.EV_KEY, K["KEY_Q"], 1), 0)
+    edge.context("xterm", "alice@lab: ~", 0, time.time_ns())  # focus leaves with Q still held
+    assert not edge.secure
+    edge.process(KB, raw(evdev.EV_KEY, K["KEY_Q"], 0), 0)
+    keys = [i for i in edge.out if len(i) == 7]
+    assert [(i[4], i[5]) for i in keys] == [(KeyClass.UNKNOWN, 1), (KeyClass.UNKNOWN, 0)]
+    assert all(i[6] & EventFlag.SECURE_INPUT for i in keys)
+
+
+def test_pause_chord_toggles_secure_input_and_command_too() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    chord = [K["KEY_LEFTCTRL"], K["KEY_LEFTALT"], K["KEY_PAUSE"]]
+    for code in chord:
+        edge.process(KB, raw(evdev.EV_KEY, code, 1), 0)
+    for code in reversed(chord):
+        edge.process(KB, raw(evdev.EV_KEY, code, 0), 0)
+    assert edge.secure_reasons == {"chord"}
+    before = len(edge.out)
+    type_text(edge, "abc", enter=False)
+    assert all(i[4] == KeyClass.UNKNOWN for i in edge.out[before:] if i[3] == evdev.EV_KEY)
+    for code in chord:
+        edge.process(KB, raw(evdev.EV_KEY, code, 1), 0)
+    assert not edge.secure
+    edge.set_secure("command", True)
+    assert edge.secure_reasons == {"command"}
+
+
+def test_secure_input_hides_classes_under_keys_timing_too() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING})
+    edge.set_secure("command", True)
+    type_text(edge, "a1", enter=False)
+    assert set(key_codes(edge)) == {KeyClass.UNKNOWN}
+
+
+def test_context_title_is_redacted_and_needs_its_scope() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    edge.context("thunderbird", "Mail to bob@example.org", 1, 2)
+    assert edge.out == [(1, 2, "thunderbird", "Mail to [EMAIL]", int(EventFlag.REDACTED))]
+    edge = EdgeFilter({Scope.KEYS_TIMING})
+    edge.context("firefox", "Docs", 1, 2)
+    assert edge.out == []
+
+
+def test_key_classes_cover_the_keyboard() -> None:
+    assert keymap.key_class(K["KEY_A"]) is KeyClass.LETTER
+    assert keymap.key_class(K["KEY_KP5"]) is KeyClass.DIGIT
+    assert keymap.key_class(K["KEY_SLASH"]) is KeyClass.PUNCTUATION
+    assert keymap.key_class(K["KEY_F5"]) is KeyClass.FUNCTION
+    assert keymap.key_class(K["KEY_LEFT"]) is KeyClass.NAVIGATION
+    assert keymap.key_class(K["KEY_RIGHTMETA"]) is KeyClass.MODIFIER
+    assert keymap.key_class(0x2FF) is KeyClass.OTHER

@@ -1,0 +1,160 @@
+"""Collector config errors, delivery failures and the spool bound, without a broker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collectorkit import collector_config, running, wait_for, write_consent
+from confluent_kafka import KafkaError
+
+from capturelab.collector import synth
+from capturelab.collector.config import load_config
+from capturelab.collector.daemon import Collector
+from capturelab.collector.delivery import Delivery
+from capturelab.collector.spool import Spool
+from capturelab.errors import InputError
+
+
+class Gate:
+    """A fake producer: acknowledges only while ``open``; records what it was given."""
+
+    open = True
+    sent: list[tuple[str, bytes]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.waiting: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        self.waiting.append((topic, value, on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        if not Gate.open:
+            return 0
+        waiting, self.waiting = self.waiting, []
+        for topic, value, report in waiting:
+            Gate.sent.append((topic, value))
+            report(None, None)
+        return len(waiting)
+
+    def flush(self, timeout: float) -> int:
+        return self.poll(0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"collector_id": "Bad Id"}, "field collector_id"),
+        ({"spool_dir": "relative/path"}, "field spool_dir must be an absolute path"),
+        ({"zstd_level": 30}, "field zstd_level must be 1-22"),
+        ({"batch_interval_ms": 0}, "field batch_interval_ms must be an integer >= 10"),
+        ({"context": "wayland"}, "field context 'wayland' is not one of"),
+        ({"pause_chord": ["KEY_LEFTCTRL", "KEY_NOPE"]}, "pause_chord[1] 'KEY_NOPE'"),
+        ({"secret_prompts": ["(unclosed"]}, "secret_prompts[0]"),
+        ({"devices": []}, "field devices must be auto or a non-empty list"),
+        ({"spool_max_bytes": 10}, "field spool_max_bytes must be an integer >= 1048576"),
+        ({"surprise": 1}, "unknown field(s) surprise"),
+        ({"security": {"username": "c1"}}, "security.password_file is required"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError) as err:
+        collector_config(tmp_path, "127.0.0.1:9092", **change)
+    assert message in str(err.value)
+
+
+def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yml"
+    path.write_text("collector_id: [unclosed\n")
+    with pytest.raises(InputError, match=r"collector\.yml: collector config is not valid YAML"):
+        load_config(path)
+
+
+def test_malformed_consent_refuses_and_names_the_field(tmp_path: Path) -> None:
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    config.consent_file.write_text("participant_id: p1\nscopes: [keys:everything]\n")
+    collector = Collector(config, producer_factory=Gate)
+    collector.check_consent()
+    assert collector.state == "refused"
+    assert "scopes[0] 'keys:everything'" in collector.reason
+    collector.shutdown(0)
+
+
+def test_short_lab_secret_is_refused(tmp_path: Path) -> None:
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    config.lab_secret_file.write_text("short")
+    with pytest.raises(InputError, match="holds 5 bytes: at least 16"):
+        Collector(config, producer_factory=Gate)
+
+
+def test_authentication_failure_keeps_the_item_and_says_so(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20)
+    spool.put_batch(b"frame", next_seq=1)
+
+    class Refusing(Gate):
+        def poll(self, timeout: float) -> int:
+            time.sleep(timeout)
+            waiting, self.waiting = self.waiting, []
+            self.config["error_cb"](
+                KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error")
+            )
+            for _topic, _value, report in waiting:
+                report(KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"), None)
+            return 0
+
+    delivery = Delivery(spool, {}, "capture.events", "c1", producer_factory=Refusing)
+    delivery.start()
+    wait_for(lambda: delivery.snapshot()["failed_reports"] >= 1, "a failed report")
+    delivery.stop(0.5)
+    assert "authentication failed" in delivery.snapshot()["last_error"]
+    assert spool.depth()[0] == 1  # nothing lost
+
+
+def test_full_spool_pauses_capture_and_resumes_when_the_gateway_returns(tmp_path: Path) -> None:
+    config = collector_config(tmp_path, "127.0.0.1:9092", spool_max_bytes=1 << 20,
+                              zstd_level=1, batch_interval_ms=50)  # fmt: skip
+    write_consent(config.consent_file, ["keys:timing", "mouse"])
+    Gate.open, Gate.sent = False, []
+    injector = synth.FifoInjector(config.inject_dir, write_timeout_s=2)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: len(c.readers) == 2, "capture")
+        # Incompressible-ish input: random mouse motion fills 1 MiB of spool quickly.
+        import random  # noqa: PLC0415
+
+        rng = random.Random(1)
+        from capturelab.collector import evdev  # noqa: PLC0415
+        from capturelab.schema import DeviceClass  # noqa: PLC0415
+
+        now = int(time.time())
+        for _ in range(200):
+            if c.state == "paused":
+                break
+            records = b"".join(
+                evdev.pack(
+                    now,
+                    rng.randrange(10**6),
+                    evdev.EV_REL,
+                    rng.randrange(2),
+                    rng.randrange(-(2**30), 2**30),
+                )
+                for _ in range(2000)
+            )
+            injector.key(DeviceClass.MOUSE, records)
+            time.sleep(0.05)
+        wait_for(lambda: c.state == "paused" and "spool full" in c.reason, "the pause")
+        assert c.readers == {}  # devices closed: nothing more is read, nothing is dropped
+        sealed = c.counters.sealed_events
+        Gate.open = True
+        wait_for(lambda: c.state == "capturing" and len(c.readers) == 2, "the resume")
+        wait_for(c.settled, "delivery")
+    injector.close()
+    from capturelab.schema import decode_batch  # noqa: PLC0415
+
+    seqs = sorted(
+        e.seq for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events
+    )
+    assert sealed > 0 and seqs == list(range(c.counters.sealed_events))  # all of it, once

@@ -1,0 +1,111 @@
+"""capturelab synth: the session model, the canaries, and the injection path."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from capturelab.cli import main
+from capturelab.collector import evdev, synth
+from capturelab.redact import _luhn
+from capturelab.schema import DeviceClass
+
+
+def test_typing_is_about_52_wpm_with_bursts_and_the_mouse_moves_at_125_hz() -> None:
+    session = synth.build_session(3, 300)
+    assert 48 <= session.manifest()["wpm_while_typing"] <= 56
+    presses = [t for t, d, ty, _c, v in session.keyboard if ty == evdev.EV_KEY and v == 1]
+    gaps = [b - a for a, b in pairwise(presses) if b - a < 2e9]
+    assert statistics.quantiles(gaps, n=10)[0] < 0.6 * statistics.median(gaps)  # bursts
+    reports = [t for t, _d, ty, _c, _v in session.mouse if ty == evdev.EV_SYN]
+    steps = [b - a for a, b in pairwise(reports)]
+    assert statistics.mode(steps) == 8_000_000  # 125 Hz
+
+
+def test_the_same_seed_gives_the_same_session() -> None:
+    a, b = synth.build_session(9, 60), synth.build_session(9, 60)
+    assert a.keyboard == b.keyboard and a.mouse == b.mouse
+    assert synth.build_session(10, 60).keyboard != a.keyboard
+
+
+def test_canaries_are_fake_and_well_formed() -> None:
+    canaries = {c.kind: c.value for c in synth.build_session(11, 90).canaries}
+    assert set(canaries) == {"prompt_password", "label_password", "email", "card"}
+    digits = canaries["card"].replace(" ", "")
+    assert digits.startswith("4000") and len(digits) == 16 and _luhn(digits)
+    assert re.fullmatch(r"canary\.[0-9a-f]{6}@example\.org", canaries["email"])
+
+
+def test_raw_records_are_kernel_input_events() -> None:
+    session = synth.build_session(1, 10, canaries=False)
+    streams = synth.raw_records(session, 1_700_000_000_000_000_000)
+    kb = streams[DeviceClass.KEYBOARD]
+    assert len(kb) == evdev.EVENT_SIZE * len(session.keyboard)
+    sec, usec, etype, _code, _value = evdev.INPUT_EVENT.unpack_from(kb)
+    assert sec >= 1_700_000_000 and 0 <= usec < 1_000_000 and etype == evdev.EV_MSC
+
+
+def test_fifo_injection_is_read_like_a_device(tmp_path: Path) -> None:
+    injector = synth.FifoInjector(tmp_path)
+    devices = evdev.discover_injected(tmp_path)
+    assert {d.device for d in devices} == {DeviceClass.KEYBOARD, DeviceClass.MOUSE}
+    reader = evdev.DeviceReader(next(d for d in devices if d.device is DeviceClass.KEYBOARD))
+    reader.open()
+    record = evdev.pack(int(time.time()), 5, evdev.EV_KEY, 30, 1)
+    injector.key(DeviceClass.KEYBOARD, record[:10])  # a partial write waits for the rest
+    assert list(reader.read() or []) == []
+    injector.key(DeviceClass.KEYBOARD, record[10:])
+    assert [r[2:] for r in reader.read() or []] == [(evdev.EV_KEY, 30, 1)]
+    assert injector.drained()
+    reader.close()
+    injector.close()
+
+
+def test_synth_cli_names_bad_arguments_and_a_missing_uinput(tmp_path: Path, capsys) -> None:
+    assert main(["synth", "--duration", "0"]) == 2
+    assert "--duration" in capsys.readouterr().err
+    if not Path("/dev/uinput").exists():
+        assert main(["synth", "--duration", "1"]) == 2
+        assert "/dev/uinput does not exist" in capsys.readouterr().err
+
+
+def test_synth_cli_times_out_when_nobody_reads(tmp_path: Path, capsys) -> None:
+    code = main(["synth", "--inject-dir", str(tmp_path), "--duration", "5", "--speed", "0",
+                 "--drain-timeout", "0.3", "--manifest", str(tmp_path / "m.json")])  # fmt: skip
+    assert code == 2
+    assert "did not read the injected events within 0.3 s" in capsys.readouterr().err
+
+
+def test_sysfs_classification(tmp_path: Path) -> None:
+    def node(name: str, ev: str, key: str, rel: str = "0", abs_: str = "0") -> None:
+        caps = tmp_path / name / "device" / "capabilities"
+        caps.mkdir(parents=True)
+        for f, v in (("ev", ev), ("key", key), ("rel", rel), ("abs", abs_)):
+            (caps / f).write_text(v + "\n")
+        (tmp_path / name / "device" / "name").write_text(f"{name} device\n")
+
+    # keyboard: EV_KEY with KEY_A (30), KEY_Z (44), KEY_SPACE (57) in the low word
+    node("event0", "120013", f"{(1 << 30) | (1 << 44) | (1 << 57):x}")
+    # mouse: EV_REL, REL_X/REL_Y, BTN_LEFT (0x110 = word 4 of 64-bit words)
+    node("event1", "17", "10000 0 0 0 0", "103")
+    node("event2", "3", "0")  # a power button: not read
+    found = {d.path.name: d.device for d in evdev.discover(tmp_path, Path("/dev/input"))}
+    assert found == {"event0": DeviceClass.KEYBOARD, "event1": DeviceClass.MOUSE}
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ((0, 2_000_000, 1, 30, 1), "usec"),
+        ((0, 0, 0x40, 0, 0), "EV_MAX"),
+        ((0, 0, 1, 0x300, 1), "KEY_MAX"),
+        ((0, 0, 1, 30, 3), "key value 3"),
+    ],
+)
+def test_malformed_records_say_why(raw: evdev.Raw, why: str) -> None:
+    assert why in (evdev.check_raw(raw, DeviceClass.KEYBOARD) or "")
