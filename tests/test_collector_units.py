@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from collectorkit import collector_config, running, wait_for, write_consent
@@ -22,7 +22,7 @@ class Gate:
     """A fake producer: acknowledges only while ``open``; records what it was given."""
 
     open = True
-    sent: list[tuple[str, bytes]] = []
+    sent: ClassVar[list[tuple[str, bytes]]] = []
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -125,7 +125,7 @@ def test_full_spool_pauses_capture_and_resumes_when_the_gateway_returns(tmp_path
         # Incompressible-ish input: random mouse motion fills 1 MiB of spool quickly.
         import random  # noqa: PLC0415
 
-        rng = random.Random(1)
+        rng = random.Random(1)  # noqa: S311 - test data
         from capturelab.collector import evdev  # noqa: PLC0415
         from capturelab.schema import DeviceClass  # noqa: PLC0415
 
