@@ -17,7 +17,7 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help venv lint unit kafka-jars engine images molecule test lab lab-up lab-provision lab-report lab-down kafka-lock
+.PHONY: help venv lint unit kafka-jars engine images molecule card-test test lab lab-up lab-provision lab-report lab-down kafka-lock
 
 help:
 	@echo "make lab       bring up the sim lab, provision it (twice: idempotence) and write a report"
@@ -45,7 +45,7 @@ kafka-jars: venv
 
 unit: venv kafka-jars
 	@mkdir -p .test-results
-	pytest tests --junitxml=.test-results/unit.xml
+	pytest tests -m "not card" --junitxml=.test-results/unit.xml
 
 # Container engine, qemu and debootstrap (installed from OS packages when root on Debian).
 engine: venv
@@ -63,12 +63,19 @@ molecule: images
 	  for s in roles/$$role/molecule/*/molecule.yml; do echo "$$s" >> .test-results/molecule.passed; done; \
 	done
 
-# The closing line counts unit tests and molecule scenarios (each ran converge, idempotence, verify).
-test: lint unit molecule
-	@python3 -c 'import xml.etree.ElementTree as E; r=E.parse(".test-results/unit.xml").getroot(); \
-	s=r if r.tag=="testsuite" else r.find("testsuite"); t,f,e,k=(int(s.get(x)) for x in ("tests","failures","errors","skipped")); \
+# The Pi 5 card: a two-partition image from the arm64 node image, prepared by images/pi5/card.py.
+card-test: images
+	@mkdir -p .test-results
+	pytest tests -m card --junitxml=.test-results/card.xml
+
+# The closing line counts unit tests, card tests and molecule scenarios (each ran converge,
+# idempotence, verify).
+test: lint unit molecule card-test
+	@python3 -c 'import xml.etree.ElementTree as E; \
+	n=lambda p: (lambda r: [int((r if r.tag=="testsuite" else r.find("testsuite")).get(x)) for x in ("tests","failures","errors","skipped")])(E.parse(p).getroot()); \
+	t,f,e,k=(a+b for a,b in zip(n(".test-results/unit.xml"), n(".test-results/card.xml"))); \
 	m=sum(1 for _ in open(".test-results/molecule.passed")); \
-	print(f"unit tests: {t-f-e-k} passed, {f+e} failed, {k} skipped; molecule scenarios: {m} passed"); \
+	print(f"unit and card tests: {t-f-e-k} passed, {f+e} failed, {k} skipped; molecule scenarios: {m} passed"); \
 	print(f"test: {t-f-e-k+m} passed, {f+e} failed")'
 
 # The lab: on any failure everything it created is removed again (KEEP=1 keeps it to debug).

@@ -7,10 +7,12 @@ import struct
 import threading
 from pathlib import Path
 
+import crc32c
 import pytest
 
 from capturelab.errors import InputError
 from capturelab.schema import (
+    HEADER,
     HEADER_SIZE,
     Batch,
     Codec,
@@ -23,6 +25,7 @@ from capturelab.schema import (
     decode_batch,
     encode_batch,
     encode_events,
+    encode_events_v1,
     peek_batch,
     pseudonymize,
     read_header,
@@ -102,7 +105,7 @@ def test_header_is_68_bytes_little_endian():
     frame = encode_batch(_batch())
     assert HEADER_SIZE == 68
     assert frame[:4] == b"CLAB"
-    assert struct.unpack_from("<H", frame, 4)[0] == 1
+    assert struct.unpack_from("<H", frame, 4)[0] == 2
     assert struct.unpack_from("<Q", frame, 40)[0] == 100
 
 
@@ -194,7 +197,7 @@ def test_worked_example_in_docs_matches_the_encoder():
         ),
     )
     assert encode_batch(batch, codec=Codec.NONE) == dump
-    assert len(dump) == 170
+    assert len(dump) == 163
 
 
 @pytest.mark.parametrize("codec", list(Codec))
@@ -231,3 +234,46 @@ def test_threads_encode_decode_and_peek_at_once():
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def _v1_frame(batch: Batch) -> bytes:
+    """A version 1 frame as the first collectors wrote it (records one after another)."""
+    raw = batch.pseudonym + encode_events_v1(batch.events)
+    cid = batch.collector_id.encode().ljust(32, b"\0")
+    header = bytearray(HEADER.pack(b"CLAB", 1, 0, 0, cid, batch.first_seq, len(batch.events), 0,
+                                   len(raw), len(raw), 0))  # fmt: skip
+    struct.pack_into("<I", header, 64, crc32c.crc32c(raw, crc32c.crc32c(bytes(header[:64]))))
+    return bytes(header) + raw
+
+
+def test_version_1_frames_still_decode_and_peek():
+    batch = Batch("collector-01", PSEUDONYM, (*_events(n=5), ContextEvent(105, 1, 2, "xterm", "t")))
+    frame = _v1_frame(batch)
+    assert read_header(frame).version == 1
+    assert decode_batch(frame) == batch
+    assert peek_batch(frame).pseudonym == PSEUDONYM
+
+
+def test_version_2_round_trips_mixed_events_and_negative_deltas():
+    events = (
+        InputEvent(7, 9_000, 10**18, DeviceClass.MOUSE, 2, 0, -(2**31)),
+        ContextEvent(8, 8_000, 10**18 + 5, "firefox", "Docs \u2014 caf\u00e9", EventFlag.REDACTED),
+        InputEvent(
+            9, 2**63 - 1, -5, DeviceClass.TOUCHPAD, 3, 0xFFFF, 2**31 - 1, EventFlag.SYNTHETIC
+        ),
+    )
+    batch = Batch("c1", PSEUDONYM, events)
+    for codec in Codec:
+        assert decode_batch(encode_batch(batch, codec=codec)) == batch
+
+
+def test_version_2_trailing_or_missing_bytes_are_named():
+    frame = encode_batch(_batch(), codec=Codec.NONE)
+    header = read_header(frame)
+    for payload, needle in ((frame[68:] + b"\0", "bytes follow the last column"),
+                            (frame[68:-1], "column is truncated")):  # fmt: skip
+        h = bytearray(HEADER.pack(b"CLAB", 2, 0, 0, b"collector-01".ljust(32, b"\0"),
+                                  header.first_seq, header.count, 0, len(payload), len(payload), 0))  # fmt: skip
+        struct.pack_into("<I", h, 64, crc32c.crc32c(payload, crc32c.crc32c(bytes(h[:64]))))
+        with pytest.raises(FrameError, match=needle):
+            decode_batch(bytes(h) + payload)

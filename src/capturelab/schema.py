@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import itertools
 import re
 import struct
 import threading
@@ -27,7 +28,8 @@ import zstandard
 
 from capturelab.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what the encoder writes
+READABLE_VERSIONS = (1, 2)  # v1: one record after another; v2: delta-coded columns
 MAGIC = b"CLAB"
 PSEUDONYM_BYTES = 32
 COLLECTOR_ID_BYTES = 32
@@ -236,8 +238,79 @@ def _decompressor(dictionary: zstandard.ZstdCompressionDict | None) -> zstandard
     return found
 
 
+def _shuffle(data: bytes, width: int) -> bytes:
+    """Byte-transpose fixed-width values (all first bytes, then all second bytes...)."""
+    if width == 1:
+        return data
+    return b"".join(data[k::width] for k in range(width))
+
+
+def _unshuffle(data: bytes | memoryview, width: int, n: int) -> bytes:
+    if width == 1:
+        return bytes(data)
+    out = bytearray(n * width)
+    for k in range(width):
+        out[k::width] = data[k * n : (k + 1) * n]
+    return bytes(out)
+
+
+_U64 = (1 << 64) - 1
+
+
+def _i64(value: int) -> int:
+    value &= _U64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _column(fmt: str, values: list[int]) -> bytes:
+    return _shuffle(struct.pack(f"<{len(values)}{fmt}", *values), struct.calcsize(fmt))
+
+
 def encode_events(events: Iterable[Event]) -> bytes:
-    """The records of a payload (without the pseudonym), for encoders and dictionary training."""
+    """A version 2 payload body (after the pseudonym), also what dictionaries are trained on.
+
+    The first event's kind, seq, mono and wall clock come first (what ``peek_batch`` reads), then
+    columns, each byte-transposed: kinds; mono deltas; wall-minus-mono deltas (usually 0); for
+    input events device, flags, type, code, value; for context events flags, app and title
+    lengths, then the texts. Sequence numbers are implicit (first seq + index).
+    """
+    evs = list(events)
+    if not evs:
+        return b""
+    first = evs[0]
+    kinds = bytes(KIND_INPUT if isinstance(e, InputEvent) else KIND_CONTEXT for e in evs)
+    monos = [e.mono_ns for e in evs]
+    skews = [e.wall_ns - e.mono_ns for e in evs]
+    # Deltas modulo 2**64 (two's complement): any u64 mono and i64 wall clock round-trip.
+    mono_d = [(b - a) & _U64 for a, b in itertools.pairwise(monos)]
+    skew_d = [(b - a) & _U64 for a, b in itertools.pairwise(skews)]
+    inputs = [e for e in evs if isinstance(e, InputEvent)]
+    contexts = [e for e in evs if isinstance(e, ContextEvent)]
+    parts = [
+        struct.pack("<BQQq", kinds[0], first.seq, first.mono_ns, first.wall_ns),
+        kinds,
+        _column("Q", mono_d),
+        _column("Q", skew_d),
+        bytes(e.device for e in inputs),
+        bytes(e.flags for e in inputs),
+        _column("H", [e.type for e in inputs]),
+        _column("H", [e.code for e in inputs]),
+        _column("i", [e.value for e in inputs]),
+    ]
+    if contexts:
+        apps = [e.app.encode()[:MAX_TEXT_BYTES] for e in contexts]
+        titles = [e.title.encode()[:MAX_TEXT_BYTES] for e in contexts]
+        parts += [
+            bytes(e.flags for e in contexts),
+            _column("H", [len(a) for a in apps]),
+            _column("H", [len(t) for t in titles]),
+            *(a + t for a, t in zip(apps, titles, strict=True)),
+        ]
+    return b"".join(parts)
+
+
+def encode_events_v1(events: Iterable[Event]) -> bytes:
+    """Version 1 records (one after another): still read, written only for compatibility tests."""
     parts: list[bytes] = []
     pack_input = INPUT_RECORD.pack
     pack_context = CONTEXT_RECORD.pack
@@ -320,8 +393,10 @@ def read_header(frame: bytes) -> FrameHeader:
     )
     if magic != MAGIC:
         raise FrameError(f"header.magic is {magic!r}, expected {MAGIC!r}")
-    if version != SCHEMA_VERSION:
-        raise FrameError(f"header.version is {version}, this reader understands {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise FrameError(
+            f"header.version is {version}, this reader understands {', '.join(map(str, READABLE_VERSIONS))}"
+        )
     try:
         codec_enum = Codec(codec)
     except ValueError:
@@ -346,6 +421,76 @@ def verify_crc(frame: bytes, header: FrameHeader) -> None:
     crc = crc32c.crc32c(frame[HEADER_SIZE:], crc32c.crc32c(frame[:_CRC_OFFSET]))
     if crc != header.crc:
         raise FrameError(f"header.crc32c is {header.crc:#010x} but the frame hashes to {crc:#010x}")
+
+
+class _Cursor:
+    def __init__(self, raw: memoryview, pos: int) -> None:
+        self.raw, self.pos = raw, pos
+
+    def take(self, n: int, what: str) -> memoryview:
+        if self.pos + n > len(self.raw):
+            raise FrameError(f"payload: the {what} column is truncated")
+        view = self.raw[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def column(self, fmt: str, n: int, what: str) -> tuple[int, ...]:
+        width = struct.calcsize(fmt)
+        data = _unshuffle(self.take(n * width, what), width, n)
+        return struct.unpack(f"<{n}{fmt}", data)
+
+
+def _decode_columns(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
+    n = header.count
+    cur = _Cursor(raw, PSEUDONYM_BYTES)
+    _k0, seq0, mono0, wall0 = struct.unpack("<BQQq", cur.take(25, "first event"))
+    if seq0 != header.first_seq:
+        raise FrameError(f"payload: first event seq {seq0}, header.first_seq {header.first_seq}")
+    kinds = bytes(cur.take(n, "kinds"))
+    bad = set(kinds) - {KIND_INPUT, KIND_CONTEXT}
+    if bad:
+        raise FrameError(f"payload: unknown record kind {min(bad)}")
+    mono_d = cur.column("Q", n - 1, "mono delta")
+    skew_d = cur.column("Q", n - 1, "wall delta")
+    monos = [v & _U64 for v in itertools.accumulate(mono_d, initial=mono0)]
+    skews = [v & _U64 for v in itertools.accumulate(skew_d, initial=(wall0 - mono0) & _U64)]
+    m = kinds.count(KIND_INPUT)
+    c = n - m
+    devices = bytes(cur.take(m, "device"))
+    in_flags = bytes(cur.take(m, "flags"))
+    types = cur.column("H", m, "type")
+    codes = cur.column("H", m, "code")
+    values = cur.column("i", m, "value")
+    ctx_flags = bytes(cur.take(c, "context flags"))
+    app_lens = cur.column("H", c, "app length")
+    title_lens = cur.column("H", c, "title length")
+    events: list[Event] = []
+    i_in = i_ctx = 0
+    for i, kind in enumerate(kinds):
+        seq, mono = seq0 + i, monos[i]
+        if kind == KIND_INPUT:
+            try:
+                dev = DeviceClass(devices[i_in])
+            except ValueError:
+                raise FrameError(
+                    f"payload: event seq {seq} has unknown device class {devices[i_in]}"
+                ) from None
+            events.append(InputEvent(seq, mono, _i64(mono + skews[i]), dev, types[i_in], codes[i_in],
+                                     values[i_in], EventFlag(in_flags[i_in])))  # fmt: skip
+            i_in += 1
+        else:
+            a_len, t_len = app_lens[i_ctx], title_lens[i_ctx]
+            text = bytes(cur.take(a_len + t_len, f"context text of seq {seq}"))
+            try:
+                app, title = text[:a_len].decode(), text[a_len:].decode()
+            except UnicodeDecodeError:
+                raise FrameError(f"payload: context record seq {seq} text is not UTF-8") from None
+            events.append(ContextEvent(seq, mono, _i64(mono + skews[i]), app, title,
+                                       EventFlag(ctx_flags[i_ctx])))  # fmt: skip
+            i_ctx += 1
+    if cur.pos != len(raw):
+        raise FrameError(f"payload: {len(raw) - cur.pos} bytes follow the last column")
+    return tuple(events)
 
 
 def _decode_records(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
@@ -434,7 +579,10 @@ def decode_batch(
         )
     if len(raw) < PSEUDONYM_BYTES:
         raise FrameError("payload is shorter than the pseudonym")
-    events = _decode_records(memoryview(raw), header)
+    if header.version == 1:
+        events = _decode_records(memoryview(raw), header)
+    else:
+        events = _decode_columns(memoryview(raw), header)
     return Batch(
         collector_id=header.collector_id, pseudonym=bytes(raw[:PSEUDONYM_BYTES]), events=events
     )

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -129,6 +130,17 @@ class Collector:
             self.spool, kafka, config.capture_topic, config.collector_id, **extra
         )
         self._server = self._control_server()
+        self._make_injection_fifos()
+
+    def _make_injection_fifos(self) -> None:
+        """Where synth injects (no /dev/uinput): the FIFOs belong to the service's group."""
+        inject = self.config.inject_dir
+        if inject is None:
+            return
+        inject.mkdir(parents=True, exist_ok=True)
+        for name in ("keyboard-0.evdev", "mouse-0.evdev", "context.fifo"):
+            if not (inject / name).exists():
+                os.mkfifo(inject / name, 0o660)
 
     def _dictionary(self) -> zstandard.ZstdCompressionDict | None:
         path = self.config.dictionary_file

@@ -167,7 +167,8 @@ class _Builder:
             tau = i / steps
             frac = 10 * tau**3 - 15 * tau**4 + 6 * tau**5  # minimum-jerk profile
             x, y = round(dx * frac), round(dy * frac)
-            self.t += self.mouse_period
+            jitter = self.mouse_period // 25  # USB polling is regular to a few per cent
+            self.t += self.mouse_period + self.rng.randint(-jitter, jitter)
             if x != done_x:
                 m.append((self.t, DeviceClass.MOUSE, evdev.EV_REL, evdev.REL_X, x - done_x))
             if y != done_y:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
-from capturelab.lab import containers, engine, wheelhouse
-from capturelab.lab.images import ARCHES, NodeImage, StorageVmImage
+from capturelab.errors import HostEnvironmentError
+from capturelab.lab import card, containers, engine, wheelhouse
+from capturelab.lab.images import ARCHES, NodeImage, StorageVmImage, pyinfra_deploy
 from capturelab.lab.inventory import LabInventory, LabNode, load_inventory
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import say
@@ -173,6 +176,52 @@ def cmd_wheelhouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    paths = LabPaths.find()
+    image = Path(args.image).resolve()
+    card.card_partitions(image)  # a clear error before anything runs
+    wh = Path(args.wheelhouse) if args.wheelhouse else wheelhouse.build(paths, "arm64", "3.11", ())
+    data = {"image": str(image), "hostname": args.hostname, "ssh_key": str(Path(args.ssh_key).resolve()),
+            "wheelhouse": str(Path(wh).resolve()), "admin_user": args.admin_user}  # fmt: skip
+    for name in ("address", "gateway", "dns"):
+        if getattr(args, name):
+            data[name] = getattr(args, name)
+    pyinfra_deploy(paths, "@local", "pi5/card.py", data, what=f"prepare the card {image.name}")
+    say(
+        f"{image}: ready for {args.hostname} (no consent or secret on it: the collector role adds them)"
+    )
+    return 0
+
+
+def cmd_card_test_image(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    with tempfile.TemporaryDirectory(prefix="capturelab-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        rootfs.mkdir()
+        if args.rootfs:
+            rootfs = Path(args.rootfs)
+        else:
+            say(f"exporting the root filesystem of {args.from_image}")
+            export_image_rootfs(args.from_image, rootfs)
+        boot, root = card.build_test_card(rootfs, out)
+    say(f"{out}: boot at {boot.offset} ({boot.size >> 20} MiB FAT), root at {root.offset} "
+        f"({root.size >> 20} MiB ext4)")  # fmt: skip
+    return 0
+
+
+def export_image_rootfs(image: str, dest: Path) -> None:
+    """A docker image's filesystem, unpacked into ``dest`` (docker create + export + tar)."""
+    cid = subprocess.run(["docker", "create", image], capture_output=True, text=True, check=False)
+    if cid.returncode != 0:
+        raise HostEnvironmentError(f"docker create {image}: {cid.stderr.strip()} (make images)")
+    try:
+        export = subprocess.Popen(["docker", "export", cid.stdout.strip()], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(dest)], stdin=export.stdout, check=True)
+        export.wait()
+    finally:
+        subprocess.run(["docker", "rm", cid.stdout.strip()], capture_output=True, check=False)
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     inventory = Path(args.inventory)
     playbook = Path(args.playbook)
@@ -252,5 +301,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--extra", action="append", help="an optional-dependencies group to include")
     p.set_defaults(handler=cmd_wheelhouse)
 
+    _register_card(lab_sub)
+
     p = with_inventory(lab_sub.add_parser("status", help="each node's state as JSON"))
     p.set_defaults(handler=cmd_status)
+
+
+def _register_card(lab_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = lab_sub.add_parser("card", help="turn a Raspberry Pi OS image file into a collector card")
+    p.add_argument("--image", required=True, help="the .img file (edited in place)")
+    p.add_argument("--hostname", required=True)
+    p.add_argument("--ssh-key", required=True, help="the admin's SSH public key file")
+    p.add_argument("--admin-user", default="capturelab-admin")
+    p.add_argument("--wheelhouse", help="an arm64 wheelhouse (default: build/reuse the cached one)")
+    p.add_argument("--address", help="static IPv4/prefix for eth0 (default DHCP)")
+    p.add_argument("--gateway")
+    p.add_argument("--dns", help="comma-separated resolvers")
+    p.set_defaults(handler=cmd_card)
+
+    p = lab_sub.add_parser(
+        "card-test-image", help="a small two-partition card from a Debian arm64 rootfs"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--rootfs", help="a root filesystem folder (default: the arm64 node image's)")
+    p.add_argument("--from-image", default="capturelab/node:arm64")
+    p.set_defaults(handler=cmd_card_test_image)
