@@ -219,6 +219,9 @@ def test_two_sinks_share_the_partitions(kafka: LocalKafka, tmp_path: Path):
     assert all(c["events"] == 15 * BATCH and not c["gaps"] for c in combined.values())
 
 
+FULL_BATCHES = 1500  # schema v2 frames are ~220 bytes each
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs for the full volume needs root")
 def test_full_volume_pauses_reports_and_resumes(kafka: LocalKafka, tmp_path: Path):
     events, _ = topics(kafka, "full")
@@ -226,7 +229,7 @@ def test_full_volume_pauses_reports_and_resumes(kafka: LocalKafka, tmp_path: Pat
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
     try:
-        batches = frames("c1", 300, BATCH)
+        batches = frames("c1", FULL_BATCHES, BATCH)  # ~330 KB: more than the 160 KB free
         produce(kafka, events, [("c1", f) for f in batches])
         config = sink_config(tmp_path, kafka, "full", root=mnt, min_free_bytes=96 * 1024)
         status_file = mnt / "state" / "status.json"
@@ -241,11 +244,13 @@ def test_full_volume_pauses_reports_and_resumes(kafka: LocalKafka, tmp_path: Pat
             status = json.loads(status_file.read_text())
             assert "reserve" in status["reason"] and status["total_lag"] > 0
             paused_at = audit(mnt, frames=True)
-            assert paused_at.ok() and 0 < paused_at.events < 300 * BATCH  # no torn frame
+            assert paused_at.ok() and 0 < paused_at.events < FULL_BATCHES * BATCH  # no torn frame
             subprocess.run(["mount", "-o", "remount,size=32m", str(mnt)], check=True)
-            wait_for(lambda: events_stored(mnt) == 300 * BATCH, "intake to resume and finish")
+            wait_for(
+                lambda: events_stored(mnt) == FULL_BATCHES * BATCH, "intake to resume and finish"
+            )
             wait_for(lambda: json.loads(status_file.read_text())["state"] == "running", "running")
         result = audit(mnt, frames=True)
-        assert result.ok() and result.events == 300 * BATCH
+        assert result.ok() and result.events == FULL_BATCHES * BATCH
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
