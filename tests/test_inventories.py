@@ -63,6 +63,13 @@ SIM_ALLOWED = (
     "storage_array_devices",
     "storage_array_update_initramfs",
     "sink_min_free_bytes",  # the VM's array is 8 GiB, not 16 TB
+    # nobody sits at a sim collector: a synthetic participant, a throwaway secret, and
+    # injection FIFOs because containers have no /dev/uinput
+    "collector_lab_secret",
+    "collector_participant_id",
+    "collector_consent_records",
+    "collector_inject_dir",
+    "collector_context",
 )
 
 

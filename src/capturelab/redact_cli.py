@@ -6,14 +6,17 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from capturelab.errors import InputError
-from capturelab.redact import find, redact
+from capturelab.redact import Recogniser, find, redact
 
 
-def redact_stream(inp: TextIO, out: TextIO, source: str = "stdin") -> int:
+def redact_stream(
+    inp: TextIO, out: TextIO, source: str = "stdin", extra: Sequence[Recogniser] = ()
+) -> int:
     """Redact each line; a bad line is an error naming its line number (nothing is skipped)."""
     count = 0
     for lineno, line in enumerate(inp, 1):
@@ -25,13 +28,13 @@ def redact_stream(inp: TextIO, out: TextIO, source: str = "stdin") -> int:
             raise InputError(f"{source}:{lineno}: not JSON: {exc.msg}") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InputError(f'{source}:{lineno}: expected an object with a string field "text"')
-        text, findings = redact(record["text"])
+        text, findings = redact(record["text"], extra)
         out.write(json.dumps({"text": text, "findings": [f.to_dict() for f in findings]}) + "\n")
         count += 1
     return count
 
 
-def evaluate(path: Path) -> dict[str, Any]:
+def evaluate(path: Path, extra: Sequence[Recogniser] = ()) -> dict[str, Any]:
     """Span-level precision and recall per kind on a labelled JSONL set, plus character coverage."""
     per: dict[str, dict[str, int]] = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0})
     covered = total = examples = 0
@@ -47,7 +50,7 @@ def evaluate(path: Path) -> dict[str, Any]:
                 f"{path}:{lineno}: expected {{text, spans: [{{kind, start, end}}]}}: {exc}"
             ) from None
         examples += 1
-        found = find(text)
+        found = find(text, extra)
         pred = {(f.kind, f.start, f.end) for f in found}
         for kind, *_ in gold & pred:
             per[kind]["tp"] += 1
@@ -75,10 +78,15 @@ def evaluate(path: Path) -> dict[str, Any]:
 
 
 def cmd_redact(args: argparse.Namespace) -> int:
+    extra: list[Recogniser] = []
+    if args.names:
+        from capturelab.names import person_recogniser  # noqa: PLC0415 - optional extra
+
+        extra.append(person_recogniser())
     if args.evaluate:
-        print(json.dumps(evaluate(Path(args.evaluate)), indent=2))
+        print(json.dumps(evaluate(Path(args.evaluate), extra), indent=2))
         return 0
-    redact_stream(sys.stdin, sys.stdout)
+    redact_stream(sys.stdin, sys.stdout, extra=extra)
     return 0
 
 
@@ -88,5 +96,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--evaluate", metavar="LABELLED.jsonl", help="report precision/recall on a labelled set"
+    )
+    p.add_argument(
+        "--names",
+        action="store_true",
+        help="also person names (Presidio, offline engine; the names extra)",
     )
     p.set_defaults(handler=cmd_redact)
