@@ -198,7 +198,7 @@ def test_enospc_rolls_back_and_resumes(tmp_path: Path):
     try:
         store = _store(mnt)
         stored = []
-        batch = frames("c1", 400, size=60)
+        batch = frames("c1", 2000, size=60)  # ~250 bytes each (schema v2): more than 256 KiB
         with pytest.raises(DiskFullError):
             for f in batch:
                 store.put(f, "x")
@@ -221,7 +221,7 @@ def test_enospc_rolls_back_and_resumes(tmp_path: Path):
             store.put(f, "x")
         store.flush()
         result = audit(mnt, frames=True)
-        assert result.ok() and result.events == 400 * 60
+        assert result.ok() and result.events == len(batch) * 60
     finally:
         if store is not None:
             store.discard_pending()

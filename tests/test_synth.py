@@ -24,7 +24,8 @@ def test_typing_is_about_52_wpm_with_bursts_and_the_mouse_moves_at_125_hz() -> N
     assert statistics.quantiles(gaps, n=10)[0] < 0.6 * statistics.median(gaps)  # bursts
     reports = [t for t, _d, ty, _c, _v in session.mouse if ty == evdev.EV_SYN]
     steps = [b - a for a, b in pairwise(reports)]
-    assert statistics.mode(steps) == 8_000_000  # 125 Hz
+    assert abs(statistics.median(steps) - 8_000_000) < 100_000  # 125 Hz, a few per cent jitter
+    assert min(steps) >= 7_600_000 and max(s for s in steps if s < 20_000_000) <= 8_400_000
 
 
 def test_the_same_seed_gives_the_same_session() -> None:
