@@ -47,6 +47,7 @@ def collector_config(tmp: Path, bootstrap: str, name: str = "c1", **extra: Any) 
         "context": "inject",
         "sysfs_input_dir": str(tmp / "no-sysfs"),
         "batch_interval_ms": 100,
+        "batch_min_events": 1,
         "device_rescan_interval_s": 0.2,
         "consent_check_interval_s": 0.2,
         "status_interval_s": 0.2,

@@ -79,31 +79,37 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+SEAL = 255  # a marker in the read stream: the batch interval ended
+
+
 def session_stream(
-    seconds: float, mouse_hz: int, seed: int
-) -> tuple[list[tuple[int, bytes]], float]:
-    """The session as (device, bytes) reads of one second each, in time order, and its length."""
-    session = synth.build_session(seed, seconds, mouse_hz=mouse_hz)
+    seconds: float, mouse_hz: int, seed: int, batch_ms: int = 1000, busy: bool = False
+) -> tuple[list[tuple[int, bytes]], float, int]:
+    """The session as device reads, a SEAL marker after each batch interval (as the daemon
+    seals), its length in seconds, and its busiest second's event count. ``busy``: typing on
+    top of continuous mouse motion (``synth.build_busy_session``)."""
+    build = synth.build_busy_session if busy else synth.build_session
+    session = build(seed, seconds, mouse_hz=mouse_hz)
     events = sorted([*session.keyboard, *session.mouse], key=lambda e: e[0])
     start = time.time_ns()
-    reads: list[tuple[int, bytes]] = []
-    by_second: dict[tuple[int, int], list[bytes]] = {}
+    interval_ns = batch_ms * 1_000_000
+    chunks: dict[tuple[int, int], list[bytes]] = {}
+    per_second: dict[int, int] = {}
     for t, device, etype, code, value in events:
         wall = start + t
         rec = evdev.pack(wall // 10**9, wall % 10**9 // 1000, etype, code, value)
-        by_second.setdefault((t // 10**9, int(device)), []).append(rec)
-    for (_sec, dev), recs in sorted(by_second.items()):
+        chunks.setdefault((t // interval_ns, int(device)), []).append(rec)
+        per_second[t // 10**9] = per_second.get(t // 10**9, 0) + 1
+    reads: list[tuple[int, bytes]] = []
+    last = None
+    for (interval, dev), recs in sorted(chunks.items()):
+        if last is not None and interval != last:
+            reads.append((SEAL, b""))
         reads.append((dev, b"".join(recs)))
-    return reads, events[-1][0] / 1e9 if events else seconds
-
-
-def peak_events_per_s(reads: list[tuple[int, bytes]]) -> int:
-    """The busiest second of the session (both devices), in kernel records."""
-    per_second: dict[int, int] = {}
-    for _device, data in reads:
-        for sec, *_ in evdev.INPUT_EVENT.iter_unpack(data[: evdev.EVENT_SIZE]):
-            per_second[sec] = per_second.get(sec, 0) + len(data) // evdev.EVENT_SIZE
-    return max(per_second.values(), default=0)
+        last = interval
+    reads.append((SEAL, b""))
+    length = events[-1][0] / 1e9 if events else seconds
+    return reads, length, max(per_second.values(), default=0)
 
 
 class _Producer:
@@ -151,17 +157,33 @@ def _through_pipe(reads: list[tuple[int, bytes]], consume: Any) -> None:
     thread.join()
 
 
+@dataclass(frozen=True)
+class SealRule:
+    """The daemon's sealing rule in batch intervals: seal once ``min_events`` are held, or
+    after ``max_ticks`` intervals (batch_max_interval_ms / batch_interval_ms)."""
+
+    min_events: int = 256
+    max_ticks: int = 5
+
+
 def run_ours(reads: list[tuple[int, bytes]], scopes: frozenset[Scope], level: int,
-             bootstrap: str | None) -> Run:  # fmt: skip
+             bootstrap: str | None, rule: SealRule = SealRule()) -> Run:  # fmt: skip
     producer = _Producer(bootstrap)
     edge = EdgeFilter(scopes)
     pseudonym = pseudonymize(b"bench-lab-secret-0123456789", "bench-participant")
-    state = {"seq": 0, "events": 0, "raw": 0, "sent": 0, "batches": 0}
+    state = {"seq": 0, "events": 0, "raw": 0, "sent": 0, "batches": 0, "ticks": 0}
     check, process = evdev.check_raw, edge.process
 
     def consume(device_byte: int, chunk: bytes) -> None:
         from capturelab.schema import DeviceClass  # noqa: PLC0415
 
+        if device_byte == SEAL:
+            state["ticks"] += 1
+            edge.flush()
+            if len(edge.out) >= rule.min_events or state["ticks"] >= rule.max_ticks:
+                _seal(edge, pseudonym, state, level, producer)
+                state["ticks"] = 0
+            return
         device = DeviceClass(device_byte)
         offset = time.monotonic_ns() - time.time_ns()
         n = 0
@@ -171,11 +193,11 @@ def run_ours(reads: list[tuple[int, bytes]], scopes: frozenset[Scope], level: in
                 process(device, raw, raw[0] * 1_000_000_000 + raw[1] * 1000 + offset)
         state["events"] += n
         state["raw"] += len(chunk)
-        edge.flush()
-        _seal(edge, pseudonym, state, level, producer)
 
     cpu0, t0 = _cpu(), time.perf_counter()
     _through_pipe(reads, consume)
+    edge.flush()
+    _seal(edge, pseudonym, state, level, producer)  # what the last interval held
     producer.close()
     return Run(state["events"], _cpu() - cpu0, time.perf_counter() - t0, state["raw"],
                state["sent"], state["batches"])  # fmt: skip
@@ -205,21 +227,38 @@ def _seal(edge: EdgeFilter, pseudonym: bytes, state: dict[str, int], level: int,
     )
 
 
-def run_reference(reads: list[tuple[int, bytes]], level: int, bootstrap: str | None) -> Run:
+def run_reference(
+    reads: list[tuple[int, bytes]], level: int, bootstrap: str | None, rule: SealRule = SealRule()
+) -> Run:
     producer = _Producer(bootstrap)
     compressor = zstandard.ZstdCompressor(level=level)
-    totals = {"events": 0, "raw": 0, "sent": 0, "batches": 0}
+    totals = {"events": 0, "raw": 0, "sent": 0, "batches": 0, "ticks": 0}
 
-    def consume(_device: int, chunk: bytes) -> None:
-        frame = compressor.compress(chunk)
+    pending: list[bytes] = []
+
+    def consume(device: int, chunk: bytes) -> None:
+        if device != SEAL:
+            pending.append(chunk)
+            return
+        totals["ticks"] += 1
+        held = sum(len(c) for c in pending) // evdev.EVENT_SIZE
+        if not (held >= rule.min_events or totals["ticks"] >= rule.max_ticks) or not held:
+            return
+        totals["ticks"] = 0
+        raw = b"".join(pending)
+        pending.clear()
+        frame = compressor.compress(raw)
         producer.send(frame)
-        totals["events"] += len(chunk) // evdev.EVENT_SIZE
-        totals["raw"] += len(chunk)
+        totals["events"] += len(raw) // evdev.EVENT_SIZE
+        totals["raw"] += len(raw)
         totals["sent"] += len(frame)
         totals["batches"] += 1
 
     cpu0, t0 = _cpu(), time.perf_counter()
     _through_pipe(reads, consume)
+    if pending:
+        totals["ticks"] = rule.max_ticks
+        consume(SEAL, b"")
     producer.close()
     return Run(totals["events"], _cpu() - cpu0, time.perf_counter() - t0, totals["raw"],
                totals["sent"], totals["batches"])  # fmt: skip

@@ -38,6 +38,10 @@ class CollectorConfig:
     inject_dir: Path | None = None
     context: str = "none"
     batch_interval_ms: int = 1000
+    # A batch smaller than batch_min_events waits (up to batch_max_interval_ms): each batch
+    # carries a 68-byte header and a pseudonym, which dominate a slow stream's bytes.
+    batch_min_events: int = 256
+    batch_max_interval_ms: int = 5000
     batch_max_events: int = 20_000
     zstd_level: int = 3
     dictionary_file: Path | None = None
@@ -65,6 +69,8 @@ _INTS = {
     "spool_max_bytes": 1 << 20,
     "batch_interval_ms": 10,
     "batch_max_events": 1,
+    "batch_min_events": 1,
+    "batch_max_interval_ms": 10,
     "zstd_level": 1,
     "idle_flush_ms": 100,
     "message_timeout_ms": 1000,

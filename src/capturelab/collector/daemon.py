@@ -9,8 +9,10 @@ sends the spool. The capture loop:
    ``erasure_requested`` message for the control topic (once per revocation);
 2. reads every ready device (``DeviceReader``), counts and quarantines malformed records, and
    passes the rest through the ``EdgeFilter`` (scopes, secure input, text scrubbing);
-3. every ``batch_interval_ms`` (or ``batch_max_events``) numbers what the edge handed out with
-   the next sequence numbers and seals it into one batch in the spool;
+3. every ``batch_interval_ms`` numbers what the edge handed out with the next sequence numbers
+   and seals it into one batch in the spool, once it holds ``batch_min_events`` or the last
+   seal is ``batch_max_interval_ms`` old (a slow stream waits a little: fewer headers), and at
+   once at ``batch_max_events``;
 4. pauses capture while the spool is full (``capture paused: spool full``), and resumes below
    90 % of its bound: nothing sealed is ever dropped;
 5. writes ``status.json`` in the spool every ``status_interval_s``.
@@ -115,6 +117,7 @@ class Collector:
         self._next_rescan = 0.0
         self._next_status = 0.0
         self._seal_at = 0.0
+        self._last_seal = time.monotonic()
         self._next_poll = 0.0
         self._spool_paused = False
         self._rate = (time.monotonic(), 0, 0.0)
@@ -500,8 +503,15 @@ class Collector:
                 self._next_poll = now + 1.0
                 self._read_context(self.context, edge)
             edge.tick(time.monotonic_ns())
-            if now >= self._seal_at or len(edge.out) >= cfg.batch_max_events:
-                self.seal()
+            held = len(edge.out)
+            due = now >= self._seal_at and (
+                held >= cfg.batch_min_events
+                or now >= self._last_seal + cfg.batch_max_interval_ms / 1000
+            )
+            if due or held >= cfg.batch_max_events:
+                if held:
+                    self.seal()
+                    self._last_seal = now
                 self._seal_at = now + cfg.batch_interval_ms / 1000
         if now >= self._next_status:
             self.write_status()

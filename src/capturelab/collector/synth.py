@@ -211,6 +211,23 @@ def build_session(
     return b.s
 
 
+def build_busy_session(
+    seed: int, duration_s: float, *, wpm: float = 52, mouse_hz: int = 1000
+) -> Session:
+    """The worst case for load: the mouse moves without a pause while typing goes on.
+
+    Nobody does both at once; this stacks a session's typing on continuous motion at
+    ``mouse_hz`` so a benchmark measures the busiest stream a collector could see.
+    """
+    session = build_session(seed, duration_s, wpm=wpm, mouse_hz=mouse_hz)
+    motion = _Builder(random.Random(seed + 1), wpm, mouse_hz)  # noqa: S311 - synthetic data
+    end = int(duration_s * 1e9)
+    while motion.t < end:
+        motion.move_and_click()
+    session.mouse = motion.s.mouse
+    return session
+
+
 def _plant(b: _Builder, rng: random.Random, n: int, app: tuple[str, str]) -> None:
     tag = f"{rng.randrange(16**6):06x}"
     kind = ("prompt_password", "label_password", "email", "card")[n % 4]
