@@ -142,3 +142,40 @@ def test_storage_array_valid_input_passes(tmp_path: Path, tool_env: dict[str, st
         tmp_path, tool_env, "storage_array", ["storage-1"], {"storage_array_devices": devices}
     )
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_region": "us"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"collector_region": "eu"}, "in region eu, which is in collector_excluded_regions"),
+        (
+            {"collector_region": "EU", "collector_lawful_basis_override": "because"},
+            "collector_excluded_regions",
+        ),
+        ({"collector_lab_secret": "short"}, "collector_lab_secret must be set"),
+        (
+            {"collector_lab_secret": "CHANGE-ME-lab-secret-at-least-16"},
+            "collector_lab_secret must be set",
+        ),
+        ({"collector_id": "Pi 5"}, "collector_id Pi 5 must be 1-32"),
+        ({"collector_participant_id": "p-9"}, "has no record with that participant_id"),
+        ({"collector_spool_dir": "spool"}, "collector_spool_dir must be an absolute path"),
+    ],
+)
+def test_collector_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
+    res = _run(tmp_path, tool_env, "collector", ["pi5-1"], {**COLLECTOR_OK, **extra})
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_collector_excluded_region_with_a_declared_basis_passes(
+    tmp_path: Path, tool_env: dict[str, str]
+):
+    extra = {**COLLECTOR_OK, "collector_region": "eu", "collector_lawful_basis_override": "consent",
+             "collector_participant_id": "p-1",
+             "collector_consent_records": [{"participant_id": "p-1", "lawful_basis": "consent"}]}  # fmt: skip
+    res = _run(tmp_path, tool_env, "collector", ["pi5-1"], extra)
+    assert res.returncode == 0, res.stdout[-3000:]
