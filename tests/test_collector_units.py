@@ -158,3 +158,38 @@ def test_full_spool_pauses_capture_and_resumes_when_the_gateway_returns(tmp_path
         e.seq for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events
     )
     assert sealed > 0 and seqs == list(range(c.counters.sealed_events))  # all of it, once
+
+
+def test_trained_dictionary_round_trip_from_collector_to_reader(tmp_path: Path) -> None:
+    from capturelab.cli import main  # noqa: PLC0415
+    from capturelab.schema import FrameError, decode_batch, load_dictionary, read_header  # noqa: PLC0415
+
+    dict_path = tmp_path / "zstd.dict"
+    assert main(["collector", "train-dictionary", "--out", str(dict_path), "--seconds", "120"]) == 0
+    dictionary = load_dictionary(dict_path)
+    config = collector_config(tmp_path, "127.0.0.1:9092", dictionary_file=str(dict_path))
+    write_consent(config.consent_file, ["keys:timing", "mouse"])
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: len(c.readers) == 2, "capture")
+        synth.play(synth.build_session(3, 10, canaries=False), injector, 0)
+        assert synth.wait_drained(injector, 10)
+        wait_for(c.settled, "delivery")
+    injector.close()
+    frames = [v for t, v in Gate.sent if t == "capture.events"]
+    assert frames and all(read_header(f).dict_id == dictionary.dict_id() for f in frames)
+    assert decode_batch(frames[0], dictionaries={dictionary.dict_id(): dictionary}).events
+    with pytest.raises(FrameError, match="names a dictionary this reader lacks"):
+        decode_batch(frames[0])
+
+
+def test_a_file_that_is_not_a_dictionary_is_named(tmp_path: Path) -> None:
+    from capturelab.schema import load_dictionary  # noqa: PLC0415
+
+    bogus = tmp_path / "not.dict"
+    bogus.write_bytes(b"hello")
+    with pytest.raises(InputError, match=r"not\.dict is not a trained dictionary"):
+        load_dictionary(bogus)
+    with pytest.raises(InputError, match=r"missing\.dict: No such file"):
+        load_dictionary(tmp_path / "missing.dict")

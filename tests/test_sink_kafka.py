@@ -254,3 +254,28 @@ def test_full_volume_pauses_reports_and_resumes(kafka: LocalKafka, tmp_path: Pat
         assert result.ok() and result.events == FULL_BATCHES * BATCH
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_frames_with_a_trained_dictionary_need_it_configured(kafka: LocalKafka, tmp_path: Path):
+    """A collector's dictionary frames land when the sink has the dictionary, else quarantine."""
+    from capturelab.cli import main  # noqa: PLC0415
+    from capturelab.schema import Batch, decode_batch, encode_batch, load_dictionary  # noqa: PLC0415
+
+    dict_path = tmp_path / "zstd.dict"
+    assert main(["collector", "train-dictionary", "--out", str(dict_path), "--seconds", "120"]) == 0
+    dictionary = load_dictionary(dict_path)
+    plain = [decode_batch(f) for f in frames("cd", 10, BATCH)]
+    with_dict = [encode_batch(Batch(b.collector_id, b.pseudonym, b.events), dictionary=dictionary)
+                 for b in plain]  # fmt: skip
+    events, _ = topics(kafka, "dict")
+    produce(kafka, events, [("cd", f) for f in with_dict])
+    root = tmp_path / "array"
+    with running(sink_config(tmp_path, kafka, "dict", dictionaries=[str(dict_path)])):
+        wait_for(lambda: events_stored(root) == 10 * BATCH, "frames stored with the dictionary")
+    assert audit(root, frames=True).ok()
+    other = tmp_path / "other"
+    config = sink_config(tmp_path, kafka, "dict-none", root=other, capture_topic=events,
+                         control_topic="dict.control")  # fmt: skip
+    with running(config) as service:
+        wait_for(lambda: service.store.counters.quarantined == 10, "frames quarantined without it")
+    assert events_stored(other) == 0

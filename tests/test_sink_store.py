@@ -242,6 +242,13 @@ def test_config_errors_name_the_field(tmp_path: Path):
     path.write_text("root: /x\nbootstrap_servers: gw:9092\nretension_days: 3\n")
     with pytest.raises(InputError, match=r"unknown field.*retension_days"):
         load_config(path)
+    path.write_text("root: /x\nbootstrap_servers: gw:9092\ndictionaries: [zstd.dict]\n")
+    with pytest.raises(InputError, match="field dictionaries must be a list of absolute paths"):
+        load_config(path)
+    path.write_text(
+        "root: /x\nbootstrap_servers: gw:9092\ndictionaries: [/etc/capturelab/a.dict]\n"
+    )
+    assert load_config(path).dictionaries == (Path("/etc/capturelab/a.dict"),)
     path.write_text("root: /x\nbootstrap_servers: gw:9092\nsecurity: {username: sink}\n")
     with pytest.raises(InputError, match=r"security\.password_file is required"):
         load_config(path)

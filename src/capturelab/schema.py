@@ -22,6 +22,7 @@ import struct
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import crc32c
 import zstandard
@@ -633,6 +634,18 @@ def peek_batch(
     if seq != header.first_seq:
         raise FrameError(f"payload: first event seq {seq}, header.first_seq {header.first_seq}")
     return BatchPeek(header, bytes(prefix[:PSEUDONYM_BYTES]), wall)
+
+
+def load_dictionary(path: Path) -> zstandard.ZstdCompressionDict:
+    """A trained zstd dictionary file (``capturelab collector train-dictionary``)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"zstd dictionary {path}: {exc.strerror}") from None
+    dictionary = zstandard.ZstdCompressionDict(data)
+    if not dictionary.dict_id():
+        raise InputError(f"zstd dictionary {path} is not a trained dictionary (no dictionary id)")
+    return dictionary
 
 
 def train_dictionary(samples: list[bytes], size: int = 16 * 1024) -> zstandard.ZstdCompressionDict:

@@ -28,14 +28,10 @@ from typing import Any
 import zstandard
 
 from capturelab.collector import evdev, synth
-from capturelab.collector.edge import EdgeFilter
+from capturelab.collector.edge import EdgeFilter, number
 from capturelab.consent import Scope
 from capturelab.schema import (
     Batch,
-    ContextEvent,
-    Event,
-    EventFlag,
-    InputEvent,
     encode_batch,
     pseudonymize,
 )
@@ -207,16 +203,8 @@ def _seal(edge: EdgeFilter, pseudonym: bytes, state: dict[str, int], level: int,
           producer: _Producer) -> None:  # fmt: skip
     if not edge.out:
         return
-    seq = state["seq"]
-    events: list[Event] = []
-    for item in edge.out:
-        if len(item) == 7:
-            mono, wall, device, etype, code, value, flags = item
-            events.append(InputEvent(seq, mono, wall, device, etype, code, value, EventFlag(flags)))
-        else:
-            mono, wall, app, title, flags = item
-            events.append(ContextEvent(seq, mono, wall, app, title, EventFlag(flags)))
-        seq += 1
+    events = number(edge.out, state["seq"])
+    seq = events[-1].seq + 1
     edge.out = []
     frame = encode_batch(Batch("bench", pseudonym, tuple(events)), level=level)
     producer.send(frame)

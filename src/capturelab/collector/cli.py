@@ -14,9 +14,13 @@ from typing import Any
 
 from capturelab.collector import synth
 from capturelab.collector.config import load_config
+from capturelab.collector.edge import EdgeFilter, number
+from capturelab.consent import Scope
 from capturelab.errors import CapturelabError, InputError
+from capturelab.schema import encode_events, train_dictionary
 
 DEFAULT_CONFIG = Path("/etc/capturelab/collector.yml")
+DEFAULT_TRAINING_SCOPES = frozenset({Scope.KEYS_TIMING, Scope.MOUSE})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -144,6 +148,33 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_dictionary(args: argparse.Namespace) -> int:
+    """A zstd dictionary trained on batches as the collector seals them from synth sessions."""
+    if not 60 <= args.seconds <= 36_000:
+        raise InputError(f"--seconds must be 60..36000, got {args.seconds}")
+    if not 1024 <= args.size <= 1 << 20:
+        raise InputError(f"--size must be 1024..1048576 bytes, got {args.size}")
+    samples: list[bytes] = []
+    seq = 0
+    for seed in range(args.seed, args.seed + max(1, int(args.seconds // 600))):
+        session = synth.build_session(seed, min(args.seconds, 600), mouse_hz=args.mouse_hz)
+        edge = EdgeFilter(DEFAULT_TRAINING_SCOPES)
+        second = -1
+        for t, device, etype, code, value in sorted([*session.keyboard, *session.mouse]):
+            if t // 10**9 != second and len(edge.out) >= 256:
+                events = number(edge.out, seq)
+                edge.out, seq = [], events[-1].seq + 1
+                samples.append(encode_events(events))
+            second = t // 10**9
+            edge.process(device, (t // 10**9, t % 10**9 // 1000, etype, code, value), t)
+    dictionary = train_dictionary(samples, size=args.size)
+    args.out.write_bytes(dictionary.as_bytes())
+    print(
+        f"{args.out}: dictionary id {dictionary.dict_id()}, {len(samples)} batches, {args.size} bytes"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("collector", help="the edge capture daemon (Pi 5)")
     csub = p.add_subparsers(dest="collector_command", metavar="SUBCOMMAND", required=True)
@@ -160,6 +191,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         cmd = csub.add_parser(name, help=text)
         cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
         cmd.set_defaults(handler=cmd_pause, command_name=name)
+
+    train = csub.add_parser("train-dictionary", help="a zstd dictionary for small batches")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--seconds", type=float, default=1800, help="synth input to train on")
+    train.add_argument("--size", type=int, default=16384, help="dictionary bytes")
+    train.add_argument("--mouse-hz", type=int, default=125)
+    train.add_argument("--seed", type=int, default=1000)
+    train.set_defaults(handler=cmd_train_dictionary)
 
     s = sub.add_parser("synth", help="inject a realistic synthetic session (uinput or FIFOs)")
     s.add_argument("--inject-dir", type=Path, default=None,

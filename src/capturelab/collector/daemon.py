@@ -41,8 +41,8 @@ from capturelab.collector import evdev
 from capturelab.collector.config import CollectorConfig
 from capturelab.collector.context import ContextSource, open_source
 from capturelab.collector.delivery import Delivery
-from capturelab.collector.edge import EdgeFilter, Item
-from capturelab.collector.spool import Spool, write_atomic
+from capturelab.collector.edge import EdgeFilter, Item, number
+from capturelab.collector.spool import Spool
 from capturelab.consent import (
     ConsentRecord,
     ControlMessage,
@@ -52,14 +52,12 @@ from capturelab.consent import (
     decide,
     load_record,
 )
+from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import (
     Batch,
-    ContextEvent,
-    Event,
-    EventFlag,
-    InputEvent,
     encode_batch,
+    load_dictionary,
     pseudonymize,
 )
 from capturelab.transport import producer_config
@@ -147,12 +145,7 @@ class Collector:
 
     def _dictionary(self) -> zstandard.ZstdCompressionDict | None:
         path = self.config.dictionary_file
-        if path is None:
-            return None
-        try:
-            return zstandard.ZstdCompressionDict(path.read_bytes())
-        except OSError as exc:
-            raise InputError(f"dictionary_file {path}: {exc.strerror}") from None
+        return None if path is None else load_dictionary(path)
 
     # --- consent ----------------------------------------------------------------------------
 
@@ -365,21 +358,10 @@ class Collector:
                 return
 
     def _seal_chunk(self, chunk: list[Item]) -> None:
-        seq = self.spool.next_seq
-        events: list[Event] = []
-        for item in chunk:
-            if len(item) == 7:
-                mono, wall, device, etype, code, value, flags = item
-                events.append(
-                    InputEvent(seq, mono, wall, device, etype, code, value, EventFlag(flags))
-                )
-            else:
-                mono, wall, app, title, flags = item
-                events.append(ContextEvent(seq, mono, wall, app, title, EventFlag(flags)))
-            seq += 1
+        events = number(chunk, self.spool.next_seq)
         batch = Batch(self.config.collector_id, self.pseudonym, tuple(events))
         frame = encode_batch(batch, level=self.config.zstd_level, dictionary=self.dictionary)
-        self.spool.put_batch(frame, seq)
+        self.spool.put_batch(frame, events[-1].seq + 1)
         self.counters.sealed_events += len(events)
         self.counters.sealed_batches += 1
 

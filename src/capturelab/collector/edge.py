@@ -32,7 +32,7 @@ from capturelab.collector import keymap
 from capturelab.collector.evdev import EV_KEY, EV_SYN, Raw
 from capturelab.consent import Scope
 from capturelab.redact import find, redact
-from capturelab.schema import DeviceClass, EventFlag, KeyClass
+from capturelab.schema import ContextEvent, DeviceClass, Event, EventFlag, InputEvent, KeyClass
 
 # mono_ns, wall_ns, device, type, code, value, flags
 Out = tuple[int, int, DeviceClass, int, int, int, int]
@@ -275,3 +275,18 @@ class EdgeFilter:
             flags = int(EventFlag.REDACTED)
             self.counters.redacted_titles += 1
         self.out.append((mono_ns, wall_ns, clean_app, clean_title, flags))
+
+
+def number(items: list[Item], first_seq: int) -> list[Event]:
+    """What the filter handed out, as schema events numbered from ``first_seq`` (in order)."""
+    events: list[Event] = []
+    seq = first_seq
+    for item in items:
+        if len(item) == 7:
+            mono, wall, device, etype, code, value, flags = item
+            events.append(InputEvent(seq, mono, wall, device, etype, code, value, EventFlag(flags)))
+        else:
+            mono, wall, app, title, flags = item
+            events.append(ContextEvent(seq, mono, wall, app, title, EventFlag(flags)))
+        seq += 1
+    return events

@@ -22,12 +22,12 @@ has sealed; a seal may overshoot the bound by one batch).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 
 ITEM_DIGITS = 20
@@ -44,24 +44,6 @@ class Item:
     @property
     def is_control(self) -> bool:
         return self.path.suffix == CONTROL
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    tmp = tmp_dir / f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    _fsync_dir(path.parent)
 
 
 class Spool:

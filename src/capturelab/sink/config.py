@@ -24,6 +24,8 @@ class SinkConfig:
     flush_max_messages: int = 500
     flush_interval_ms: int = 200
     status_interval_s: float = 5.0
+    # Trained zstd dictionaries the collectors may use (their ids are in each frame's header).
+    dictionaries: tuple[Path, ...] = ()
     security: Security | None = field(default=None, repr=False)
 
     @property
@@ -62,6 +64,12 @@ def parse_config(data: Any, where: str) -> SinkConfig:
         kwargs["status_interval_s"] = float(value)
     if not kwargs["root"].is_absolute():
         raise InputError(f"{where}: field root must be an absolute path, got {data['root']!r}")
+    dicts = data.get("dictionaries", [])
+    if not isinstance(dicts, list) or not all(
+        isinstance(d, str) and d.startswith("/") for d in dicts
+    ):
+        raise InputError(f"{where}: field dictionaries must be a list of absolute paths")
+    kwargs["dictionaries"] = tuple(Path(d) for d in dicts)
     sec = data.get("security")
     if sec is not None:
         kwargs["security"] = parse_security(sec, f"{where}: security")

@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from capturelab.durable import fsync_dir, write_atomic
 from capturelab.errors import InputError
 from capturelab.sink import index as idx
-from capturelab.sink.layout import Layout, check_pseudonym, fsync_dir, write_atomic
+from capturelab.sink.layout import Layout, check_pseudonym
 
 log = logging.getLogger(__name__)
 

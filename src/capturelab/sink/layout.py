@@ -8,7 +8,6 @@ status file. Hours are UTC, from the batch's first event's wall clock.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,24 +102,3 @@ def check_pseudonym(pseudonym: str) -> str:
             f"pseudonym {pseudonym!r} must be {PSEUDONYM_BYTES * 2} lower-case hex characters"
         )
     return pseudonym
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a created, renamed or removed entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write new, fsync, rename, fsync the directory: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)

@@ -23,10 +23,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from capturelab.consent import ControlMessage
+from capturelab.durable import write_atomic
 from capturelab.errors import InputError
+from capturelab.schema import load_dictionary
 from capturelab.sink.config import SinkConfig
 from capturelab.sink.erasure import Tombstones, expire
-from capturelab.sink.layout import Layout, write_atomic
+from capturelab.sink.layout import Layout
 from capturelab.sink.store import DiskFullError, SegmentStore
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,12 @@ class SinkService:
         self.layout = Layout(config.root)
         self.layout.create()
         self.tombstones = Tombstones(self.layout)
+        dictionaries = [load_dictionary(p) for p in config.dictionaries]
         self.store = SegmentStore(
-            config.root, min_free_bytes=config.min_free_bytes, erased=self.tombstones.erased
+            config.root,
+            min_free_bytes=config.min_free_bytes,
+            erased=self.tombstones.erased,
+            dictionaries={d.dict_id(): d for d in dictionaries},
         )
         for stone in self.tombstones.unfinished():  # a crash mid-erasure: finish it
             self.tombstones.erase(stone.pseudonym, stone.at, stone.reason)

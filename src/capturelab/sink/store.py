@@ -29,10 +29,11 @@ from typing import BinaryIO
 
 import zstandard
 
+from capturelab.durable import fsync_dir, write_atomic
 from capturelab.errors import CapturelabError
 from capturelab.schema import FrameError, decode_batch, peek_batch, read_header
 from capturelab.sink import index as idx
-from capturelab.sink.layout import HourFile, Layout, fsync_dir, write_atomic
+from capturelab.sink.layout import HourFile, Layout
 from capturelab.sink.ledger import Ledger, Seen
 
 log = logging.getLogger(__name__)
