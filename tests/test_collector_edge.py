@@ -169,3 +169,20 @@ def test_key_classes_cover_the_keyboard() -> None:
     assert keymap.key_class(K["KEY_LEFT"]) is KeyClass.NAVIGATION
     assert keymap.key_class(K["KEY_RIGHTMETA"]) is KeyClass.MODIFIER
     assert keymap.key_class(0x2FF) is KeyClass.OTHER
+
+
+def test_screenshots_need_their_scope_and_no_secure_input() -> None:
+    from capturelab.schema import MAX_IMAGE_BYTES, ImageFormat  # noqa: PLC0415
+
+    edge = EdgeFilter({Scope.KEYS_TIMING})
+    edge.screenshot(b"jpeg", ImageFormat.JPEG, 1, 2)
+    assert edge.out == [] and edge.counters.screenshots_withheld == 1
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.SCREENSHOTS})
+    edge.screenshot(b"jpeg", ImageFormat.JPEG, 1, 2)
+    assert edge.out == [(1, 2, b"jpeg", ImageFormat.JPEG, 0)]
+    edge.context("xterm", "[sudo] password for alice", 3, 4)
+    assert not edge.wants_screenshot()
+    edge.screenshot(b"jpeg", ImageFormat.JPEG, 5, 6)
+    edge.set_secure("prompt", False)
+    edge.screenshot(b"x" * (MAX_IMAGE_BYTES + 1), ImageFormat.PNG, 7, 8)
+    assert edge.counters.screenshots == 1 and edge.counters.screenshots_withheld == 2

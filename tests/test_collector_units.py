@@ -193,3 +193,48 @@ def test_a_file_that_is_not_a_dictionary_is_named(tmp_path: Path) -> None:
         load_dictionary(bogus)
     with pytest.raises(InputError, match=r"missing\.dict: No such file"):
         load_dictionary(tmp_path / "missing.dict")
+
+
+@pytest.fixture
+def fake_grim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    script = tmp_path / "bin" / "grim"
+    script.parent.mkdir()
+    script.write_text('#!/bin/sh\nprintf "\\377\\330\\377\\340fake-jpeg-for-$*"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-1")
+    return script
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_screenshots_only_with_the_scope(tmp_path: Path, fake_grim: Path, granted: bool) -> None:
+    from capturelab.schema import ImageFormat, ScreenshotEvent, decode_batch  # noqa: PLC0415
+
+    config = collector_config(
+        tmp_path, "127.0.0.1:9092", screenshot_interval_s=5, screenshot_scale=0.25
+    )
+    write_consent(
+        config.consent_file, ["keys:timing", "screenshots"] if granted else ["keys:timing"]
+    )
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: c.screenshot_note != "waiting", "the first screenshot attempt")
+        wait_for(c.settled, "delivery")
+        note = c.status()["screenshots"]
+    injector.close()
+    shots = [e for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events
+             if isinstance(e, ScreenshotEvent)]  # fmt: skip
+    if granted:
+        assert note.startswith("taken") and shots
+        assert shots[0].format is ImageFormat.JPEG and shots[0].image.startswith(b"\xff\xd8")
+        assert b"-t jpeg -q 60 -s 0.25 -" in shots[0].image  # the configured grim arguments
+    else:
+        assert shots == [] and note == "withheld: the consent does not grant screenshots"
+
+
+def test_screenshot_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"screenshot_interval_s must be 0 .off. or at least 5"):
+        collector_config(tmp_path, "127.0.0.1:9092", screenshot_interval_s=1)
+    with pytest.raises(InputError, match="screenshot_tool 'scrot' is not one of"):
+        collector_config(tmp_path, "127.0.0.1:9092", screenshot_tool="scrot")

@@ -277,3 +277,25 @@ def test_version_2_trailing_or_missing_bytes_are_named():
         struct.pack_into("<I", h, 64, crc32c.crc32c(payload, crc32c.crc32c(bytes(h[:64]))))
         with pytest.raises(FrameError, match=needle):
             decode_batch(bytes(h) + payload)
+
+
+def test_version_2_carries_screenshots_between_other_events():
+    from capturelab.schema import ImageFormat, ScreenshotEvent, encode_events_v1  # noqa: PLC0415
+
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    events = (
+        ContextEvent(10, 1, 2, "foot", "shell"),
+        ScreenshotEvent(11, 3, 4, jpeg, ImageFormat.JPEG),
+        InputEvent(12, 5, 6, DeviceClass.MOUSE, 2, 0, 3),
+        ScreenshotEvent(13, 7, 8, b"\x89PNG....", ImageFormat.PNG, EventFlag.SYNTHETIC),
+        ContextEvent(14, 9, 10, "firefox", "Docs"),
+    )
+    batch = Batch("c1", PSEUDONYM, events)
+    for codec in Codec:
+        frame = encode_batch(batch, codec=codec)
+        assert decode_batch(frame) == batch
+        assert peek_batch(frame).header.count == 5
+    with pytest.raises(InputError, match="version 1 has no screenshot"):
+        encode_events_v1(events)
+    with pytest.raises(InputError, match="max 524288"):
+        ScreenshotEvent(1, 1, 1, b"x" * (512 * 1024 + 1), ImageFormat.PNG)

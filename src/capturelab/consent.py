@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from capturelab.errors import InputError
-from capturelab.schema import PSEUDONYM_BYTES, ContextEvent, DeviceClass, Event, InputEvent
+from capturelab.schema import PSEUDONYM_BYTES, ContextEvent, DeviceClass, Event, ScreenshotEvent
 from capturelab.yamlfile import read_yaml
 
 
@@ -125,12 +125,14 @@ def scope_for(event: Event) -> Scope:
     """The scope an event needs. Key content is governed separately (keys:text, flags)."""
     if isinstance(event, ContextEvent):
         return Scope.CONTEXT
+    if isinstance(event, ScreenshotEvent):
+        return Scope.SCREENSHOTS
     if event.device is DeviceClass.KEYBOARD:
         return Scope.KEYS_TIMING
     return Scope.MOUSE
 
 
-def permits(record: ConsentRecord, event: InputEvent | ContextEvent) -> bool:
+def permits(record: ConsentRecord, event: Event) -> bool:
     """Was this event captured inside a valid grant and its scopes? (the dataset filter)"""
     at = datetime.fromtimestamp(event.wall_ns / 1e9, tz=UTC)
     return record.status(at) is Status.VALID and scope_for(event) in record.scopes

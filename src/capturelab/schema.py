@@ -51,6 +51,8 @@ INPUT_RECORD = struct.Struct("<QQqBHHiB")
 CONTEXT_RECORD = struct.Struct("<QQqBHH")
 KIND_INPUT = 1
 KIND_CONTEXT = 2
+KIND_SCREENSHOT = 3  # schema v2 only
+MAX_IMAGE_BYTES = 512 * 1024  # a batch must fit Kafka's default 1 MB message with its events
 MAX_TEXT_BYTES = 1024
 # What peek_batch reads: the pseudonym, then the first record's kind, seq, mono and wall clock.
 _PEEK_BYTES = PSEUDONYM_BYTES + 1 + 24
@@ -129,7 +131,31 @@ class ContextEvent:
     flags: EventFlag = EventFlag.NONE
 
 
-Event = InputEvent | ContextEvent
+class ImageFormat(enum.IntEnum):
+    PNG = 1
+    JPEG = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenshotEvent:
+    """A screenshot (scope ``screenshots``, off by default), never taken during secure input."""
+
+    seq: int
+    mono_ns: int
+    wall_ns: int
+    image: bytes
+    format: ImageFormat
+    flags: EventFlag = EventFlag.NONE
+
+    def __post_init__(self) -> None:
+        if len(self.image) > MAX_IMAGE_BYTES:
+            raise InputError(
+                f"screenshot seq {self.seq} is {len(self.image)} bytes (max {MAX_IMAGE_BYTES})"
+            )
+
+
+Event = InputEvent | ContextEvent | ScreenshotEvent
+_KIND_OF = {InputEvent: KIND_INPUT, ContextEvent: KIND_CONTEXT, ScreenshotEvent: KIND_SCREENSHOT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +305,7 @@ def encode_events(events: Iterable[Event]) -> bytes:
     if not evs:
         return b""
     first = evs[0]
-    kinds = bytes(KIND_INPUT if isinstance(e, InputEvent) else KIND_CONTEXT for e in evs)
+    kinds = bytes(_KIND_OF[type(e)] for e in evs)
     monos = [e.mono_ns for e in evs]
     skews = [e.wall_ns - e.mono_ns for e in evs]
     # Deltas modulo 2**64 (two's complement): any u64 mono and i64 wall clock round-trip.
@@ -307,6 +333,14 @@ def encode_events(events: Iterable[Event]) -> bytes:
             _column("H", [len(t) for t in titles]),
             *(a + t for a, t in zip(apps, titles, strict=True)),
         ]
+    shots = [e for e in evs if isinstance(e, ScreenshotEvent)]
+    if shots:
+        parts += [
+            bytes(e.flags for e in shots),
+            bytes(e.format for e in shots),
+            _column("I", [len(e.image) for e in shots]),
+            *(e.image for e in shots),
+        ]
     return b"".join(parts)
 
 
@@ -321,6 +355,8 @@ def encode_events_v1(events: Iterable[Event]) -> bytes:
             parts.append(
                 pack_input(e.seq, e.mono_ns, e.wall_ns, e.device, e.type, e.code, e.value, e.flags)
             )
+        elif isinstance(e, ScreenshotEvent):
+            raise InputError("schema version 1 has no screenshot records")
         else:
             app = e.app.encode()[:MAX_TEXT_BYTES]
             title = e.title.encode()[:MAX_TEXT_BYTES]
@@ -448,7 +484,7 @@ def _decode_columns(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
     if seq0 != header.first_seq:
         raise FrameError(f"payload: first event seq {seq0}, header.first_seq {header.first_seq}")
     kinds = bytes(cur.take(n, "kinds"))
-    bad = set(kinds) - {KIND_INPUT, KIND_CONTEXT}
+    bad = set(kinds) - {KIND_INPUT, KIND_CONTEXT, KIND_SCREENSHOT}
     if bad:
         raise FrameError(f"payload: unknown record kind {min(bad)}")
     mono_d = cur.column("Q", n - 1, "mono delta")
@@ -456,19 +492,19 @@ def _decode_columns(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
     monos = [v & _U64 for v in itertools.accumulate(mono_d, initial=mono0)]
     skews = [v & _U64 for v in itertools.accumulate(skew_d, initial=(wall0 - mono0) & _U64)]
     m = kinds.count(KIND_INPUT)
-    c = n - m
+    c = kinds.count(KIND_CONTEXT)
     devices = bytes(cur.take(m, "device"))
     in_flags = bytes(cur.take(m, "flags"))
     types = cur.column("H", m, "type")
     codes = cur.column("H", m, "code")
     values = cur.column("i", m, "value")
-    ctx_flags = bytes(cur.take(c, "context flags"))
-    app_lens = cur.column("H", c, "app length")
-    title_lens = cur.column("H", c, "title length")
+    contexts = _context_columns(cur, c, seq0)
+    shots = _screenshot_columns(cur, n - m - c)
     events: list[Event] = []
-    i_in = i_ctx = 0
+    i_in = i_ctx = i_shot = 0
     for i, kind in enumerate(kinds):
         seq, mono = seq0 + i, monos[i]
+        wall = _i64(mono + skews[i])
         if kind == KIND_INPUT:
             try:
                 dev = DeviceClass(devices[i_in])
@@ -476,22 +512,50 @@ def _decode_columns(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
                 raise FrameError(
                     f"payload: event seq {seq} has unknown device class {devices[i_in]}"
                 ) from None
-            events.append(InputEvent(seq, mono, _i64(mono + skews[i]), dev, types[i_in], codes[i_in],
+            events.append(InputEvent(seq, mono, wall, dev, types[i_in], codes[i_in],
                                      values[i_in], EventFlag(in_flags[i_in])))  # fmt: skip
             i_in += 1
-        else:
-            a_len, t_len = app_lens[i_ctx], title_lens[i_ctx]
-            text = bytes(cur.take(a_len + t_len, f"context text of seq {seq}"))
-            try:
-                app, title = text[:a_len].decode(), text[a_len:].decode()
-            except UnicodeDecodeError:
-                raise FrameError(f"payload: context record seq {seq} text is not UTF-8") from None
-            events.append(ContextEvent(seq, mono, _i64(mono + skews[i]), app, title,
-                                       EventFlag(ctx_flags[i_ctx])))  # fmt: skip
+        elif kind == KIND_CONTEXT:
+            app, title, flags = contexts[i_ctx]
+            events.append(ContextEvent(seq, mono, wall, app, title, EventFlag(flags)))
             i_ctx += 1
+        else:
+            image, fmt, flags = shots[i_shot]
+            events.append(ScreenshotEvent(seq, mono, wall, image, fmt, EventFlag(flags)))
+            i_shot += 1
     if cur.pos != len(raw):
         raise FrameError(f"payload: {len(raw) - cur.pos} bytes follow the last column")
     return tuple(events)
+
+
+def _context_columns(cur: _Cursor, c: int, seq0: int) -> list[tuple[str, str, int]]:
+    flags = bytes(cur.take(c, "context flags"))
+    app_lens = cur.column("H", c, "app length")
+    title_lens = cur.column("H", c, "title length")
+    out = []
+    for i in range(c):
+        text = bytes(cur.take(app_lens[i] + title_lens[i], "context text"))
+        try:
+            out.append((text[: app_lens[i]].decode(), text[app_lens[i] :].decode(), flags[i]))
+        except UnicodeDecodeError:
+            raise FrameError(f"payload: context text {i} (after seq {seq0}) is not UTF-8") from None
+    return out
+
+
+def _screenshot_columns(cur: _Cursor, count: int) -> list[tuple[bytes, ImageFormat, int]]:
+    flags = bytes(cur.take(count, "screenshot flags"))
+    formats = bytes(cur.take(count, "screenshot format"))
+    lengths = cur.column("I", count, "screenshot length")
+    out = []
+    for i in range(count):
+        if lengths[i] > MAX_IMAGE_BYTES:
+            raise FrameError(f"payload: screenshot {i} claims {lengths[i]} bytes")
+        try:
+            fmt = ImageFormat(formats[i])
+        except ValueError:
+            raise FrameError(f"payload: screenshot {i} has unknown format {formats[i]}") from None
+        out.append((bytes(cur.take(lengths[i], "screenshot image")), fmt, flags[i]))
+    return out
 
 
 def _decode_records(raw: memoryview, header: FrameHeader) -> tuple[Event, ...]:
@@ -628,7 +692,7 @@ def peek_batch(
     if len(prefix) < _PEEK_BYTES:
         raise FrameError("payload is shorter than the pseudonym and one event")
     kind = prefix[PSEUDONYM_BYTES]
-    if kind not in (KIND_INPUT, KIND_CONTEXT):
+    if kind not in (KIND_INPUT, KIND_CONTEXT, KIND_SCREENSHOT):
         raise FrameError(f"payload: unknown record kind {kind} at byte {PSEUDONYM_BYTES}")
     seq, _mono, wall = struct.unpack_from("<QQq", prefix, PSEUDONYM_BYTES + 1)
     if seq != header.first_seq:

@@ -92,6 +92,7 @@ def render_status(doc: dict[str, Any]) -> str:
         ("consent", f"{consent['status']}, until {consent['expires'] or '-'} ({consent['lawful_basis'] or '-'})"),
         ("scopes", ", ".join(consent["scopes"]) or "-"),
         ("secure input", ", ".join(doc["secure_input"]) or "off"),
+        ("screenshots", doc.get("screenshots", "off")),
         ("spool", f"{spool['items']} items, {spool['bytes']} of {spool['max_bytes']} bytes{full}"),
         ("last delivery", _ago(delivery.get("last_delivery"))),
         ("delivery error", delivery.get("last_error") or "-"),

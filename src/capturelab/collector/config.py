@@ -13,6 +13,7 @@ from typing import Any
 
 from capturelab.collector import keymap
 from capturelab.collector.edge import DEFAULT_PAUSE_CHORD, DEFAULT_SECRET_PROMPTS
+from capturelab.collector.screenshot import TOOLS
 from capturelab.errors import InputError
 from capturelab.schema import validate_collector_id
 from capturelab.transport import Security, parse_security
@@ -50,6 +51,11 @@ class CollectorConfig:
     )
     secret_prompts: tuple[str, ...] = DEFAULT_SECRET_PROMPTS
     idle_flush_ms: int = 3000
+    # Screenshots: off unless an interval is set AND the consent grants `screenshots`.
+    screenshot_interval_s: float = 0.0
+    screenshot_tool: str = "auto"
+    screenshot_scale: float = 0.5
+    screenshot_quality: int = 60
     consent_check_interval_s: float = 2.0
     device_rescan_interval_s: float = 5.0
     status_interval_s: float = 1.0
@@ -74,6 +80,7 @@ _INTS = {
     "zstd_level": 1,
     "idle_flush_ms": 100,
     "message_timeout_ms": 1000,
+    "screenshot_quality": 1,
 }
 _FLOATS = ("consent_check_interval_s", "device_rescan_interval_s", "status_interval_s")
 _PATHS = ("consent_file", "lab_secret_file", "spool_dir")
@@ -137,6 +144,12 @@ def _strings(data: dict[str, Any], where: str) -> dict[str, Any]:
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{where}: field {name} must be a non-empty string")
             out[name] = value.strip()
+    tool = data.get("screenshot_tool", "auto")
+    if tool not in TOOLS:
+        raise InputError(
+            f"{where}: field screenshot_tool {tool!r} is not one of {', '.join(TOOLS)}"
+        )
+    out["screenshot_tool"] = tool
     context = data.get("context", "none")
     if context not in CONTEXT_SOURCES:
         raise InputError(
@@ -156,6 +169,25 @@ def _numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
                     f"{where}: field {name} must be an integer >= {minimum}, got {value!r}"
                 )
             out[name] = value
+    for name, low, high in (
+        ("screenshot_scale", 0.05, 1.0),
+        ("screenshot_interval_s", 0.0, 3600.0),
+    ):
+        if name in data:
+            value = data[name]
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not low <= value <= high
+            ):
+                raise InputError(
+                    f"{where}: field {name} must be a number in {low}..{high}, got {value!r}"
+                )
+            out[name] = float(value)
+    if 0 < out.get("screenshot_interval_s", 0) < 5:
+        raise InputError(
+            f"{where}: field screenshot_interval_s must be 0 (off) or at least 5 seconds"
+        )
     if not 1 <= out.get("zstd_level", 3) <= 22:
         raise InputError(f"{where}: field zstd_level must be 1-22, got {out['zstd_level']}")
     for name in _FLOATS:

@@ -37,7 +37,7 @@ from typing import Any
 
 import zstandard
 
-from capturelab.collector import evdev
+from capturelab.collector import evdev, screenshot
 from capturelab.collector.config import CollectorConfig
 from capturelab.collector.context import ContextSource, open_source
 from capturelab.collector.delivery import Delivery
@@ -55,6 +55,7 @@ from capturelab.consent import (
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import (
+    MAX_IMAGE_BYTES,
     Batch,
     encode_batch,
     load_dictionary,
@@ -117,6 +118,8 @@ class Collector:
         self._seal_at = 0.0
         self._last_seal = time.monotonic()
         self._next_poll = 0.0
+        self._next_shot = 0.0
+        self.screenshot_note = "off" if config.screenshot_interval_s <= 0 else "waiting"
         self._spool_paused = False
         self._rate = (time.monotonic(), 0, 0.0)
         self._published = self._load_published()
@@ -331,6 +334,33 @@ class Collector:
             wall = time.time_ns()
             edge.context(app, title, time.monotonic_ns(), wall)
 
+    # --- screenshots --------------------------------------------------------------------------
+
+    def _screenshot(self, edge: EdgeFilter, now: float) -> None:
+        """One screenshot into its own batch, when granted and no secure input holds."""
+        if not edge.wants_screenshot():
+            self.screenshot_note = "withheld: " + (
+                "secure input" if edge.secure else "the consent does not grant screenshots"
+            )
+            return
+        cfg = self.config
+        try:
+            image, fmt = screenshot.take(
+                cfg.screenshot_tool, cfg.screenshot_scale, cfg.screenshot_quality
+            )
+        except screenshot.ScreenshotUnavailableError as exc:
+            self.screenshot_note = f"unavailable: {exc}"
+            return
+        if len(image) > MAX_IMAGE_BYTES:
+            self.screenshot_note = (
+                f"last one too large ({len(image)} bytes): lower screenshot_scale"
+            )
+        else:
+            self.screenshot_note = f"taken ({len(image)} bytes)"
+        edge.screenshot(image, fmt, time.monotonic_ns(), time.time_ns())
+        self.seal()  # a screenshot goes out in the batch it closes
+        self._last_seal = now
+
     # --- sealing ----------------------------------------------------------------------------
 
     def seal(self, cutoff_wall_ns: int | None = None) -> None:
@@ -433,6 +463,7 @@ class Collector:
             },
             "pseudonym": self.pseudonym.hex()[:12] if self.pseudonym else None,
             "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
+            "screenshots": self.screenshot_note,
             "spool": {
                 "items": items,
                 "bytes": size,
@@ -485,6 +516,9 @@ class Collector:
                 self._next_poll = now + 1.0
                 self._read_context(self.context, edge)
             edge.tick(time.monotonic_ns())
+            if cfg.screenshot_interval_s > 0 and now >= self._next_shot:
+                self._next_shot = now + cfg.screenshot_interval_s
+                self._screenshot(edge, now)
             held = len(edge.out)
             due = now >= self._seal_at and (
                 held >= cfg.batch_min_events

@@ -32,13 +32,25 @@ from capturelab.collector import keymap
 from capturelab.collector.evdev import EV_KEY, EV_SYN, Raw
 from capturelab.consent import Scope
 from capturelab.redact import find, redact
-from capturelab.schema import ContextEvent, DeviceClass, Event, EventFlag, InputEvent, KeyClass
+from capturelab.schema import (
+    MAX_IMAGE_BYTES,
+    ContextEvent,
+    DeviceClass,
+    Event,
+    EventFlag,
+    ImageFormat,
+    InputEvent,
+    KeyClass,
+    ScreenshotEvent,
+)
 
 # mono_ns, wall_ns, device, type, code, value, flags
 Out = tuple[int, int, DeviceClass, int, int, int, int]
 # A context change: mono_ns, wall_ns, app, title, flags
 ContextOut = tuple[int, int, str, str, int]
-Item = Out | ContextOut
+# A screenshot: mono_ns, wall_ns, image, format, flags (told from ContextOut by its bytes)
+ShotOut = tuple[int, int, bytes, ImageFormat, int]
+Item = Out | ContextOut | ShotOut
 
 DEFAULT_SECRET_PROMPTS = (
     r"\bsudo\b",
@@ -81,6 +93,8 @@ class EdgeCounters:
     secure_input: int = 0
     redacted_keys: int = 0
     redacted_titles: int = 0
+    screenshots: int = 0
+    screenshots_withheld: int = 0
 
 
 class EdgeFilter:
@@ -259,6 +273,19 @@ class EdgeFilter:
         self._tail = (tail + text)[-TAIL_CHARS:]
         self._buffer = _TextBuffer(press_of={})
 
+    # --- screenshots ------------------------------------------------------------------------
+
+    def wants_screenshot(self) -> bool:
+        """Granted, and no secret prompt, pause or chord holds secure input."""
+        return Scope.SCREENSHOTS in self.scopes and not self.secure
+
+    def screenshot(self, image: bytes, fmt: ImageFormat, mono_ns: int, wall_ns: int) -> None:
+        if not self.wants_screenshot() or len(image) > MAX_IMAGE_BYTES:
+            self.counters.screenshots_withheld += 1
+            return
+        self.counters.screenshots += 1
+        self.out.append((mono_ns, wall_ns, image, fmt, 0))
+
     # --- context ----------------------------------------------------------------------------
 
     def context(self, app: str, title: str, mono_ns: int, wall_ns: int) -> None:
@@ -285,6 +312,9 @@ def number(items: list[Item], first_seq: int) -> list[Event]:
         if len(item) == 7:
             mono, wall, device, etype, code, value, flags = item
             events.append(InputEvent(seq, mono, wall, device, etype, code, value, EventFlag(flags)))
+        elif isinstance(item[2], bytes):
+            mono, wall, image, fmt, flags = item
+            events.append(ScreenshotEvent(seq, mono, wall, image, fmt, EventFlag(flags)))
         else:
             mono, wall, app, title, flags = item
             events.append(ContextEvent(seq, mono, wall, app, title, EventFlag(flags)))
