@@ -110,3 +110,16 @@ def test_sysfs_classification(tmp_path: Path) -> None:
 )
 def test_malformed_records_say_why(raw: evdev.Raw, why: str) -> None:
     assert why in (evdev.check_raw(raw, DeviceClass.KEYBOARD) or "")
+
+
+def test_uinput_constants_match_linux_uinput_h() -> None:
+    """/dev/uinput is absent here; the legacy setup struct and ioctls are checked by value."""
+
+    def ioc(direction: int, nr: int, size: int) -> int:  # linux/ioctl.h on x86-64 and arm64
+        return (direction << 30) | (size << 16) | (ord("U") << 8) | nr
+
+    assert synth.UINPUT_USER_DEV.size == 80 + 4 * 2 + 4 + 4 * 64 * 4  # struct uinput_user_dev
+    assert synth.UI_DEV_CREATE == ioc(0, 1, 0) and synth.UI_DEV_DESTROY == ioc(0, 2, 0)
+    assert synth.UI_SET_EVBIT == ioc(1, 100, 4)
+    assert synth.UI_SET_KEYBIT == ioc(1, 101, 4)
+    assert synth.UI_SET_RELBIT == ioc(1, 102, 4)
