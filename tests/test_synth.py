@@ -119,7 +119,7 @@ def test_uinput_constants_match_linux_uinput_h() -> None:
         return (direction << 30) | (size << 16) | (ord("U") << 8) | nr
 
     assert synth.UINPUT_USER_DEV.size == 80 + 4 * 2 + 4 + 4 * 64 * 4  # struct uinput_user_dev
-    assert synth.UI_DEV_CREATE == ioc(0, 1, 0) and synth.UI_DEV_DESTROY == ioc(0, 2, 0)
-    assert synth.UI_SET_EVBIT == ioc(1, 100, 4)
-    assert synth.UI_SET_KEYBIT == ioc(1, 101, 4)
-    assert synth.UI_SET_RELBIT == ioc(1, 102, 4)
+    assert ioc(0, 1, 0) == synth.UI_DEV_CREATE and ioc(0, 2, 0) == synth.UI_DEV_DESTROY
+    assert ioc(1, 100, 4) == synth.UI_SET_EVBIT
+    assert ioc(1, 101, 4) == synth.UI_SET_KEYBIT
+    assert ioc(1, 102, 4) == synth.UI_SET_RELBIT
