@@ -46,8 +46,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_pki(folder: Path) -> tuple[Path, Path]:
+    """A throwaway CA and a broker certificate for 127.0.0.1 (PEM: key + chain in one file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "broker.key",
+        "-out", "broker.csr")  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "san.ext", "-out", "broker.crt")  # fmt: skip
+    ssl("pkcs8", "-topk8", "-nocrypt", "-in", "broker.key", "-out", "broker.pk8")
+    keystore = folder / "broker.pem"
+    keystore.write_text(
+        (folder / "broker.pk8").read_text() + (folder / "broker.crt").read_text()
+        + (folder / "ca.crt").read_text()
+    )  # fmt: skip
+    return folder / "ca.crt", keystore
+
+
 class LocalKafka:
-    def __init__(self, workdir: Path, libs: Path) -> None:
+    """``scram_users`` adds a TLS + SASL/SCRAM-SHA-512 listener (``secure_bootstrap``) with
+    those users, as the gateway's 9094; the PLAINTEXT one stays for admin and other tests."""
+
+    def __init__(
+        self, workdir: Path, libs: Path, scram_users: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.libs = libs
         self.port = free_port()
@@ -57,6 +85,27 @@ class LocalKafka:
         self.log = workdir / "kafka.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.secure_bootstrap = ""
+        self.ca_file = Path()
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        extra: list[str] = []
+        format_args: list[str] = []
+        if scram_users:
+            secure_port = free_port()
+            self.secure_bootstrap = f"127.0.0.1:{secure_port}"
+            self.ca_file, keystore = make_pki(workdir / "pki")
+            listeners.append(f"SASL_SSL://127.0.0.1:{secure_port}")
+            protocols.append("SASL_SSL:SASL_SSL")
+            extra = [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+                f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
+            ]
+            for user, password in scram_users.items():
+                format_args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         self.config.write_text(
             "\n".join(
                 [
@@ -64,10 +113,9 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                     "controller.listener.names=CONTROLLER",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners={','.join(listeners)}",
+                    f"listener.security.protocol.map={','.join(protocols)}",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data}",
                     "offsets.topic.replication.factor=1",
@@ -76,6 +124,7 @@ class LocalKafka:
                     "transaction.state.log.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=false",
+                    *extra,
                     "",
                 ]
             )
@@ -91,6 +140,7 @@ class LocalKafka:
                 cluster_id,
                 "--config",
                 str(self.config),
+                *format_args,
             ),
             check=True,
             capture_output=True,
