@@ -42,13 +42,16 @@ def test_canaries_are_fake_and_well_formed() -> None:
     assert re.fullmatch(r"canary\.[0-9a-f]{6}@example\.org", canaries["email"])
 
 
-def test_raw_records_are_kernel_input_events() -> None:
-    session = synth.build_session(1, 10, canaries=False)
-    streams = synth.raw_records(session, 1_700_000_000_000_000_000)
-    kb = streams[DeviceClass.KEYBOARD]
-    assert len(kb) == evdev.EVENT_SIZE * len(session.keyboard)
-    sec, usec, etype, _code, _value = evdev.INPUT_EVENT.unpack_from(kb)
+def test_the_bench_stream_is_kernel_input_events() -> None:
+    from capturelab.bench.collector import SEAL, session_stream  # noqa: PLC0415
+
+    reads, length, peak = session_stream(10, 125, 1)
+    session = synth.build_session(1, 10, mouse_hz=125)
+    records = b"".join(data for device, data in reads if device != SEAL)
+    assert len(records) == evdev.EVENT_SIZE * (len(session.keyboard) + len(session.mouse))
+    sec, usec, etype, _code, _value = evdev.INPUT_EVENT.unpack_from(records)
     assert sec >= 1_700_000_000 and 0 <= usec < 1_000_000 and etype == evdev.EV_MSC
+    assert length >= 10 and peak > 0 and reads[-1] == (SEAL, b"")  # the last segment may overrun
 
 
 def test_fifo_injection_is_read_like_a_device(tmp_path: Path) -> None:

@@ -435,14 +435,3 @@ def wait_drained(injector: FifoInjector | UinputInjector, timeout_s: float) -> b
             return True
         time.sleep(0.05)
     return False
-
-
-def raw_records(session: Session, start_wall_ns: int) -> dict[DeviceClass, bytes]:
-    """The session as each device's byte stream (what a read of /dev/input would return)."""
-    out: dict[DeviceClass, list[bytes]] = {}
-    for t, device, etype, code, value in [*session.keyboard, *session.mouse]:
-        wall = start_wall_ns + t
-        out.setdefault(device, []).append(
-            evdev.pack(wall // 1_000_000_000, wall % 1_000_000_000 // 1000, etype, code, value)
-        )
-    return {d: b"".join(v) for d, v in out.items()}
