@@ -15,6 +15,7 @@ from capturelab.collector import keymap
 from capturelab.collector.edge import DEFAULT_PAUSE_CHORD, DEFAULT_SECRET_PROMPTS
 from capturelab.collector.screenshot import TOOLS
 from capturelab.errors import InputError
+from capturelab.fields import int_fields, positive_numbers, string_fields
 from capturelab.schema import validate_collector_id
 from capturelab.transport import Security, parse_security
 from capturelab.yamlfile import read_yaml
@@ -137,13 +138,11 @@ def _paths(data: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _strings(data: dict[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in ("bootstrap_servers", "capture_topic", "control_topic"):
-        if name in data or name == "bootstrap_servers":
-            value = data.get(name)
-            if not isinstance(value, str) or not value.strip():
-                raise InputError(f"{where}: field {name} must be a non-empty string")
-            out[name] = value.strip()
+    if "bootstrap_servers" not in data:
+        raise InputError(f"{where}: field bootstrap_servers must be a non-empty string")
+    out: dict[str, Any] = dict(
+        string_fields(data, where, ("bootstrap_servers", "capture_topic", "control_topic"))
+    )
     tool = data.get("screenshot_tool", "auto")
     if tool not in TOOLS:
         raise InputError(
@@ -160,15 +159,7 @@ def _strings(data: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, minimum in _INTS.items():
-        if name in data:
-            value = data[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise InputError(
-                    f"{where}: field {name} must be an integer >= {minimum}, got {value!r}"
-                )
-            out[name] = value
+    out: dict[str, Any] = dict(int_fields(data, where, _INTS))
     for name, low, high in (
         ("screenshot_scale", 0.05, 1.0),
         ("screenshot_interval_s", 0.0, 3600.0),
@@ -190,12 +181,7 @@ def _numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
         )
     if not 1 <= out.get("zstd_level", 3) <= 22:
         raise InputError(f"{where}: field zstd_level must be 1-22, got {out['zstd_level']}")
-    for name in _FLOATS:
-        if name in data:
-            value = data[name]
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise InputError(f"{where}: field {name} must be a positive number, got {value!r}")
-            out[name] = float(value)
+    out.update(positive_numbers(data, where, _FLOATS))
     return out
 
 

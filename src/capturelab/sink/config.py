@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from capturelab.errors import InputError
+from capturelab.fields import int_fields, positive_numbers, string_fields
 from capturelab.transport import Security, parse_security
 from capturelab.yamlfile import read_yaml
 
@@ -55,13 +56,11 @@ def parse_config(data: Any, where: str) -> SinkConfig:
         "root": Path(data["root"]),
         "bootstrap_servers": data["bootstrap_servers"],
     }
-    kwargs.update(_strings(data, where))
-    kwargs.update(_ints(data, where))
-    if "status_interval_s" in data:
-        value = data["status_interval_s"]
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise InputError(f"{where}: field status_interval_s must be a positive number")
-        kwargs["status_interval_s"] = float(value)
+    kwargs.update(
+        string_fields(data, where, ("group_id", "client_id", "capture_topic", "control_topic"))
+    )
+    kwargs.update(int_fields(data, where, _INTS))
+    kwargs.update(positive_numbers(data, where, ("status_interval_s",)))
     if not kwargs["root"].is_absolute():
         raise InputError(f"{where}: field root must be an absolute path, got {data['root']!r}")
     dicts = data.get("dictionaries", [])
@@ -74,29 +73,6 @@ def parse_config(data: Any, where: str) -> SinkConfig:
     if sec is not None:
         kwargs["security"] = parse_security(sec, f"{where}: security")
     return SinkConfig(**kwargs)
-
-
-def _strings(data: dict[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in ("group_id", "client_id", "capture_topic", "control_topic"):
-        if name in data:
-            if not isinstance(data[name], str) or not data[name]:
-                raise InputError(f"{where}: field {name} must be a non-empty string")
-            out[name] = data[name]
-    return out
-
-
-def _ints(data: dict[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, minimum in _INTS.items():
-        if name in data:
-            value = data[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise InputError(
-                    f"{where}: field {name} must be an integer >= {minimum}, got {value!r}"
-                )
-            out[name] = value
-    return out
 
 
 def load_config(path: Path) -> SinkConfig:
