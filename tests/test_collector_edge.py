@@ -186,3 +186,16 @@ def test_screenshots_need_their_scope_and_no_secure_input() -> None:
     edge.set_secure("prompt", False)
     edge.screenshot(b"x" * (MAX_IMAGE_BYTES + 1), ImageFormat.PNG, 7, 8)
     assert edge.counters.screenshots == 1 and edge.counters.screenshots_withheld == 2
+
+
+def test_person_names_at_the_edge_when_configured() -> None:
+    from capturelab.names import person_recogniser  # noqa: PLC0415 - the names extra (dev has it)
+
+    plain = EdgeFilter(TEXT_SCOPES)
+    type_text(plain, "thanks, Kevin")
+    assert "Kevin" in rebuilt(plain)
+    with_names = EdgeFilter(TEXT_SCOPES, extra_recognisers=[person_recogniser()])
+    type_text(with_names, "thanks, Kevin")
+    assert "thanks," in rebuilt(with_names) and "Kevin" not in rebuilt(with_names)
+    with_names.context("thunderbird", "Reply to Alice Smith", 1, 2)
+    assert with_names.out[-1][3] == "Reply to [PERSON]"

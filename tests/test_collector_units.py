@@ -238,3 +238,9 @@ def test_screenshot_settings_are_checked(tmp_path: Path) -> None:
         collector_config(tmp_path, "127.0.0.1:9092", screenshot_interval_s=1)
     with pytest.raises(InputError, match="screenshot_tool 'scrot' is not one of"):
         collector_config(tmp_path, "127.0.0.1:9092", screenshot_tool="scrot")
+
+
+def test_person_names_setting(tmp_path: Path) -> None:
+    assert collector_config(tmp_path, "127.0.0.1:9092", person_names=True).person_names
+    with pytest.raises(InputError, match="field person_names must be true or false"):
+        collector_config(tmp_path, "127.0.0.1:9092", person_names="yes")

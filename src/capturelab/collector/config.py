@@ -52,6 +52,8 @@ class CollectorConfig:
     )
     secret_prompts: tuple[str, ...] = DEFAULT_SECRET_PROMPTS
     idle_flush_ms: int = 3000
+    # Person names in the text scrubber and titles (Presidio, offline; the names extra).
+    person_names: bool = False
     # Screenshots: off unless an interval is set AND the consent grants `screenshots`.
     screenshot_interval_s: float = 0.0
     screenshot_tool: str = "auto"
@@ -120,6 +122,10 @@ def parse_config(data: Any, where: str) -> CollectorConfig:
     kwargs.update(_policy(data, where))
     if kwargs.get("context") == "inject" and "inject_dir" not in kwargs:
         raise InputError(f"{where}: field context is inject but inject_dir is not set")
+    if "person_names" in data:
+        if not isinstance(data["person_names"], bool):
+            raise InputError(f"{where}: field person_names must be true or false")
+        kwargs["person_names"] = data["person_names"]
     if data.get("security") is not None:
         kwargs["security"] = parse_security(data["security"], f"{where}: field security")
     return CollectorConfig(**kwargs)

@@ -54,6 +54,7 @@ from capturelab.consent import (
 )
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
+from capturelab.names import person_recogniser
 from capturelab.schema import (
     MAX_IMAGE_BYTES,
     Batch,
@@ -99,6 +100,8 @@ class Collector:
         self.spool = Spool(config.spool_dir, config.spool_max_bytes)
         self.secret = read_lab_secret(config.lab_secret_file)
         self.dictionary = self._dictionary()
+        # Person names at the edge need the names extra; without it the daemon refuses to start.
+        self.recognisers = [person_recogniser()] if config.person_names else []
         self.counters = Counters()
         self.state = "starting"
         self.reason = ""
@@ -194,6 +197,7 @@ class Collector:
                 pause_chord=self.config.pause_chord,
                 secret_prompts=self.config.secret_prompts,
                 idle_flush_ns=self.config.idle_flush_ms * 1_000_000,
+                extra_recognisers=self.recognisers,
             )
             self._next_rescan = 0.0
         self.state, self.reason = "capturing", decision.reason

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from capturelab.collector import keymap
 from capturelab.collector.evdev import EV_KEY, EV_SYN, Raw
 from capturelab.consent import Scope
-from capturelab.redact import find, redact
+from capturelab.redact import Recogniser, find, redact
 from capturelab.schema import (
     MAX_IMAGE_BYTES,
     ContextEvent,
@@ -106,8 +106,10 @@ class EdgeFilter:
         secret_prompts: Iterable[str] = DEFAULT_SECRET_PROMPTS,
         idle_flush_ns: int = 3_000_000_000,
         max_buffer_events: int = 4096,
+        extra_recognisers: Iterable[Recogniser] = (),
     ) -> None:
         self.scopes = frozenset(scopes)
+        self.extra_recognisers = tuple(extra_recognisers)  # e.g. person names (capturelab.names)
         self.pause_chord = pause_chord or keymap.parse_chord(
             list(DEFAULT_PAUSE_CHORD), "pause_chord"
         )
@@ -251,7 +253,7 @@ class EdgeFilter:
         text = "".join(ch for ch, _ in buf.chars)
         tail = self._tail
         redacted_entries: set[int] = set()
-        for finding in find(tail + text):
+        for finding in find(tail + text, self.extra_recognisers):
             start, end = max(finding.start - len(tail), 0), finding.end - len(tail)
             if end <= 0:
                 continue
@@ -295,8 +297,8 @@ class EdgeFilter:
         self.set_secure("prompt", self.is_secret_prompt(app, title))
         if Scope.CONTEXT not in self.scopes:
             return
-        clean_app, app_findings = redact(app)
-        clean_title, title_findings = redact(title)
+        clean_app, app_findings = redact(app, self.extra_recognisers)
+        clean_title, title_findings = redact(title, self.extra_recognisers)
         flags = 0
         if app_findings or title_findings:
             flags = int(EventFlag.REDACTED)
