@@ -76,6 +76,19 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def inject_and_settle(collector: Collector, injector: Any, session: Any, speed: float = 0) -> int:
+    """Play a synth session into the daemon, wait until all of it is read, sealed and sent;
+    the number of events sealed."""
+    from capturelab.collector import synth  # noqa: PLC0415
+
+    synth.play(session, injector, speed)
+    assert synth.wait_drained(injector, 30)
+    want = len(session.keyboard) + len(session.mouse)
+    wait_for(lambda: collector.counters.read >= want, "every injected event read")
+    wait_for(collector.settled, "everything sealed and delivered", timeout=120)
+    return collector.counters.sealed_events
+
+
 def read_topic(
     bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60
 ) -> list[Any]:

@@ -12,6 +12,7 @@ from collectorkit import (
     batches,
     collector_config,
     event_count,
+    inject_and_settle,
     read_topic,
     running,
     typed_text,
@@ -55,12 +56,8 @@ def test_refuses_without_consent_then_captures_classes_only(kafka: LocalKafka, t
         write_consent(config.consent_file, ["keys:timing", "mouse"])
         wait_for(lambda: c.state == "capturing" and len(c.readers) == 2, "capture to start")
         injector = synth.FifoInjector(config.inject_dir)
-        synth.play(session, injector, 0)
-        assert synth.wait_drained(injector, 30)
+        sealed = inject_and_settle(c, injector, session)
         injector.close()
-        wait_for(lambda: c.counters.read == len(session.keyboard) + len(session.mouse), "reads")
-        wait_for(c.settled, "delivery")
-        sealed = c.counters.sealed_events
     messages = read_topic(
         kafka.bootstrap, names["capture_topic"], lambda m: event_count(m) >= sealed
     )
@@ -84,12 +81,8 @@ def test_keys_text_canaries_never_leave_but_ordinary_text_does(kafka: LocalKafka
     injector = synth.FifoInjector(config.inject_dir)  # makes the FIFOs the daemon reads
     with running(Collector(config)) as c:
         wait_for(lambda: len(c.readers) == 2, "capture to start")
-        synth.play(session, injector, 0)
-        assert synth.wait_drained(injector, 30)
+        sealed = inject_and_settle(c, injector, session)
         injector.close()
-        wait_for(lambda: c.counters.read == len(session.keyboard) + len(session.mouse), "reads")
-        wait_for(c.settled, "the last text buffer to be judged, and delivery")
-        sealed = c.counters.sealed_events
     messages = read_topic(
         kafka.bootstrap, names["capture_topic"], lambda m: event_count(m) >= sealed
     )
@@ -182,3 +175,51 @@ def test_a_missing_device_waits_and_says_so(kafka: LocalKafka, tmp_path: Path):
         assert "waiting" in c.status()["devices"]["/dev/input/event99"]
         assert c.state == "capturing"
     assert config.status_path.exists()
+
+
+def test_full_spool_pauses_capture_while_the_gateway_is_down(kafka: LocalKafka, tmp_path: Path):
+    """A 1 MiB spool fills while Kafka is stopped: capture pauses (devices closed), nothing
+    sealed is dropped, and it resumes once the restarted gateway took the backlog."""
+    import random  # noqa: PLC0415
+
+    names = topics(kafka, "full")
+    config = collector_config(tmp_path, kafka.bootstrap, spool_max_bytes=1 << 20, zstd_level=1,
+                              batch_interval_ms=50, **names)  # fmt: skip
+    write_consent(config.consent_file, ["keys:timing", "mouse"])
+    injector = synth.FifoInjector(config.inject_dir, write_timeout_s=2)
+    rng = random.Random(1)  # noqa: S311 - test data: random motion hardly compresses
+    with running(Collector(config)) as c:
+        wait_for(lambda: len(c.readers) == 2, "capture")
+        kafka.stop()
+        try:
+            now = int(time.time())
+            for _ in range(200):
+                if c.state == "paused":
+                    break
+                records = b"".join(
+                    evdev.pack(
+                        now,
+                        rng.randrange(10**6),
+                        evdev.EV_REL,
+                        rng.randrange(2),
+                        rng.randrange(-(2**30), 2**30),
+                    )
+                    for _ in range(2000)
+                )
+                try:
+                    injector.key(DeviceClass.MOUSE, records)
+                except HostEnvironmentError:
+                    break  # the daemon stopped reading: it paused
+                time.sleep(0.05)
+            wait_for(lambda: c.state == "paused" and "spool full" in c.reason, "the pause")
+            assert c.readers == {} and c.status()["spool"]["full"]
+        finally:
+            kafka.start()
+        wait_for(lambda: c.state == "capturing" and len(c.readers) == 2, "the resume", timeout=120)
+        wait_for(c.settled, "the backlog delivered", timeout=120)
+        sealed = c.counters.sealed_events
+    injector.close()
+    messages = read_topic(
+        kafka.bootstrap, names["capture_topic"], lambda m: event_count(m) >= sealed
+    )
+    assert sealed > 0 and len(contiguous(messages)) == sealed  # all of it, once

@@ -13,13 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from collectorkit import wait_for
 from confluent_kafka import Producer
 from kafka_local import LocalKafka
 from sinkdata import frames, pseudonym
@@ -87,15 +88,6 @@ def running(config: Path) -> Iterator[SinkService]:
         service.request_stop()
         thread.join(30)
         assert not thread.is_alive()
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def events_stored(root: Path) -> int:
