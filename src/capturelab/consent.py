@@ -6,8 +6,9 @@ was revoked. Three places check it:
 
 - capture: the daemon refuses to start, and stops, unless the record is valid now
   (``decide``), and drops events outside the granted scopes (``scope_for``);
-- storage: a revocation becomes an erasure request on the control topic
-  (``ControlMessage``), which the sink acts on;
+- storage: the collector announces each grant (``consent_granted``, without the participant id)
+  and a revocation becomes an erasure request on the control topic (``ControlMessage``); the
+  sink keeps the grants beside the data and acts on the erasures;
 - dataset: only events inside a valid grant window and its scopes are kept (``permits``).
 """
 
@@ -239,8 +240,35 @@ def region_allowed(
 
 
 class ControlType(enum.StrEnum):
+    CONSENT_GRANTED = "consent_granted"  # carries the grant (no participant id) for the dataset
     CONSENT_REVOKED = "consent_revoked"
     ERASURE_REQUESTED = "erasure_requested"
+
+
+GRANT_FIELDS = ("scopes", "lawful_basis", "granted", "expires", "revoked", "region")
+
+
+def grant_fields(record: ConsentRecord) -> dict[str, Any]:
+    """What the storage node may know of a grant: everything but the participant id."""
+    return {
+        "scopes": sorted(s.value for s in record.scopes),
+        "lawful_basis": record.lawful_basis.value,
+        "granted": record.granted.isoformat(),
+        "expires": record.expires.isoformat(),
+        "revoked": record.revoked.isoformat() if record.revoked else None,
+        "region": record.region,
+    }
+
+
+def grant_record(pseudonym_hex: str, fields: Mapping[str, Any], where: str) -> ConsentRecord:
+    """A grant as the storage node knows it: a consent record keyed by the pseudonym."""
+    if not isinstance(fields, Mapping):
+        raise InputError(f"{where}: expected a mapping of grant fields")
+    unknown = set(fields) - set(GRANT_FIELDS)
+    if unknown:
+        raise InputError(f"{where}: unknown grant field(s) {', '.join(sorted(unknown))}")
+    data = {k: v for k, v in fields.items() if v is not None}
+    return parse_record({"participant_id": pseudonym_hex, **data}, where)
 
 
 @dataclass(frozen=True)
@@ -252,29 +280,32 @@ class ControlMessage:
     collector_id: str
     at: datetime
     reason: str = ""
+    grant: ConsentRecord | None = None  # consent_granted only; participant_id is the pseudonym
 
     def __post_init__(self) -> None:
         if len(self.pseudonym) != PSEUDONYM_BYTES:
             raise InputError(f"control.pseudonym must be {PSEUDONYM_BYTES} bytes")
         if self.at.tzinfo is None:
             raise InputError("control.at must carry a time zone")
+        if (self.type is ControlType.CONSENT_GRANTED) != (self.grant is not None):
+            raise InputError("control.grant is required for consent_granted and only there")
 
     @property
     def key(self) -> bytes:
         return self.pseudonym.hex().encode()
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "version": 1,
-                "type": self.type.value,
-                "pseudonym": self.pseudonym.hex(),
-                "collector_id": self.collector_id,
-                "at": self.at.isoformat(),
-                "reason": self.reason,
-            },
-            sort_keys=True,
-        ).encode()
+        data: dict[str, Any] = {
+            "version": 1,
+            "type": self.type.value,
+            "pseudonym": self.pseudonym.hex(),
+            "collector_id": self.collector_id,
+            "at": self.at.isoformat(),
+            "reason": self.reason,
+        }
+        if self.grant is not None:
+            data["grant"] = grant_fields(self.grant)
+        return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> ControlMessage:
@@ -297,10 +328,14 @@ class ControlMessage:
         collector = data.get("collector_id")
         if not isinstance(collector, str):
             raise InputError("control.collector_id must be a string")
+        grant = None
+        if "grant" in data:
+            grant = grant_record(pseudonym.hex(), data["grant"], "control.grant")
         return cls(
             ctype,
             pseudonym,
             collector,
             _time(data.get("at"), "control.at"),
             str(data.get("reason", "")),
+            grant,
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 from capturelab.bench import collector, gateway, storage
 from capturelab.bench.result import build_result, median_by, write_result
 from capturelab.errors import InputError
+from capturelab.train import cli as train_cli
 from capturelab.transport import producer_config
 
 TARGET_RATIO = 0.9
@@ -204,6 +206,68 @@ def cmd_collector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from capturelab.bench import train as train_bench  # noqa: PLC0415 - torch is heavy
+    from capturelab.train.run import pick_device  # noqa: PLC0415
+
+    opts = train_cli.options_from(args)
+    opts.check()
+    device = pick_device(opts.device)
+    with tempfile.TemporaryDirectory(prefix="capturelab-bench-train-") as work:
+        figures = train_bench.bench(
+            model=opts.model,
+            synthetic=args.synthetic_llama,
+            dataset=Path(args.dataset) if args.dataset else None,
+            device=device,
+            quantize=opts.quantize,
+            lora=opts.lora,
+            options=opts.train,
+            work=Path(work),
+        )
+    ref, own = figures["reference"], figures["ours"]
+    ratio = {
+        "tokens_per_s": round(own["tokens_per_s"] / ref["tokens_per_s"], 4),
+        "peak_memory": round(own["peak_memory_bytes"] / max(ref["peak_memory_bytes"], 1), 4),
+    }
+    result = build_result(
+        "train",
+        reference={**ref, "tool": "transformers Trainer (plain loop, same collator)"},
+        ours={**own, "tool": "capturelab train loop"},
+        ratio=ratio,
+        notes=[
+            f"model {figures['model']} on {figures['device_name']} ({figures['device']}, "
+            f"quantize {figures['quantize']}); LoRA r={opts.lora.r} on "
+            f"{','.join(opts.lora.target_modules)}",
+            f"{opts.train.steps} optimizer steps of batch {opts.train.batch_size} x grad_accum "
+            f"{opts.train.grad_accum}, max_seq_len {opts.train.max_seq_len}, on "
+            f"{figures['examples']} examples "
+            + (f"from {args.dataset}" if args.dataset else "built from synth sessions"),
+            "tokens = non-padding tokens each side's collator produced; each side loads the "
+            "model afresh; the reference runs first",
+            "CPU peak memory is the process's resident set during each side: memory the "
+            "reference freed but the allocator kept is counted again for ours",
+            "a random-weight model (--synthetic-llama) measures throughput only",
+        ],
+        extra=figures_extra(figures),
+    )
+    out = write_result(result, Path(args.out) if args.out else None, Path("reports/bench"))
+    print(f"{'':<14}{'tokens/s':>10}{'steps/s':>9}{'peak MiB':>10}{'loss':>8}")
+    for name, m in (("HF Trainer", ref), ("capturelab", own)):
+        print(
+            f"{name:<14}{m['tokens_per_s']:>10.1f}{m['steps_per_s']:>9.3f}"
+            f"{m['peak_memory_bytes'] / 2**20:>10.0f}{m['final_loss']:>8.3f}"
+        )
+    print(
+        f"ratio ours/reference: tokens/s {ratio['tokens_per_s']:.2f}, peak memory {ratio['peak_memory']:.2f}"
+    )
+    print(f"result: {out}")
+    return 0
+
+
+def figures_extra(figures: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in figures.items() if k not in ("reference", "ours")}
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="benchmarks against a reference tool, JSON out")
     tiers = bench.add_subparsers(dest="bench_tier", metavar="TIER", required=True)
@@ -260,3 +324,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a lab broker host:port (default: librdkafka's in-process mock cluster)")  # fmt: skip
     p.add_argument("--out", help="result JSON path (default reports/bench/collector-<time>.json)")
     p.set_defaults(handler=cmd_collector)
+
+    p = tiers.add_parser("train", help="capturelab's LoRA loop vs a plain HF Trainer, same model")
+    p.add_argument("--dataset", help="a built dataset (default: one built from synth sessions)")
+    p.add_argument("--synthetic-llama", choices=["7b", "tiny"], default=None,
+                   help="random-weight Llama with these dimensions (throughput only)")  # fmt: skip
+    p.add_argument("--out", help="result JSON path (default reports/bench/train-<time>.json)")
+    train_cli.add_options(p)
+    p.set_defaults(handler=cmd_train, steps=20)

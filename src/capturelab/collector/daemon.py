@@ -50,6 +50,7 @@ from capturelab.consent import (
     Decision,
     Status,
     decide,
+    grant_fields,
     load_record,
 )
 from capturelab.durable import write_atomic
@@ -189,6 +190,7 @@ class Collector:
                 self._publish_revocation(self.record)
             return
         pseudonym = pseudonymize(self.secret, self.record.participant_id)
+        self._publish_grant(self.record, pseudonym)
         if self.edge is None or self.edge.scopes != decision.scopes or pseudonym != self.pseudonym:
             self._stop_capture(None)
             self.pseudonym = pseudonym
@@ -227,6 +229,29 @@ class Collector:
         except (OSError, ValueError):
             return set()
 
+    def _remember(self, marker: str) -> None:
+        self._published.add(marker)
+        write_atomic(
+            self._published_path(), json.dumps(sorted(self._published)).encode(), self.spool.tmp
+        )
+
+    def _publish_grant(self, record: ConsentRecord, pseudonym: bytes) -> None:
+        """Tell the storage node what this participant agreed to (once per grant, no id)."""
+        fields = json.dumps(grant_fields(record), sort_keys=True)
+        marker = "grant:" + hashlib.sha256(pseudonym + fields.encode()).hexdigest()
+        if marker in self._published:
+            return
+        message = ControlMessage(
+            ControlType.CONSENT_GRANTED,
+            pseudonym,
+            self.config.collector_id,
+            record.granted,
+            "consent granted on the collector",
+            record,
+        )
+        self.spool.put_control(self.config.control_topic, message.key, message.encode())
+        self._remember(marker)
+
     def _publish_revocation(self, record: ConsentRecord) -> None:
         pseudonym = pseudonymize(self.secret, record.participant_id)
         revoked = record.window_end()
@@ -242,10 +267,7 @@ class Collector:
                 "consent revoked on the collector",
             )
             self.spool.put_control(self.config.control_topic, message.key, message.encode())
-        self._published.add(marker)
-        write_atomic(
-            self._published_path(), json.dumps(sorted(self._published)).encode(), self.spool.tmp
-        )
+        self._remember(marker)
         log.warning("consent revoked: capture stopped, erasure requested for this participant")
 
     # --- devices ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any
 
 from capturelab.collector import evdev, keymap
 from capturelab.errors import HostEnvironmentError
-from capturelab.schema import DeviceClass
+from capturelab.schema import ContextEvent, DeviceClass, Event, EventFlag, InputEvent
 
 # (offset ns from the session start, device, type, code, value) or a focus change
 KeyEvent = tuple[int, DeviceClass, int, int, int]
@@ -254,6 +254,25 @@ def _plant(b: _Builder, rng: random.Random, n: int, app: tuple[str, str]) -> Non
         b.press("KEY_ENTER")
         how = "typed in a sentence"
     b.s.canaries.append(Canary(kind, value, how))
+
+
+def as_events(session: Session, first_seq: int = 0, t0_ns: int = 0) -> list[Event]:
+    """The session as stored events without any edge filter (raw key codes, every title).
+
+    What a collector that skipped its edge policy would land: the dataset builder's own
+    redaction and consent filter are tested (and benchmarked) on it.
+    """
+    out: list[Event] = []
+    for i, item in enumerate(session.merged()):
+        seq, t = first_seq + i, item[0]
+        if isinstance(item[1], str):
+            out.append(ContextEvent(seq, t, t0_ns + t, item[1], str(item[2]), EventFlag.SYNTHETIC))
+        else:
+            _t, device, etype, code, value = item
+            out.append(
+                InputEvent(seq, t, t0_ns + t, device, etype, code, value, EventFlag.SYNTHETIC)
+            )
+    return out
 
 
 # --- injection ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 
 from capturelab.durable import fsync_dir, write_atomic
 from capturelab.errors import InputError
+from capturelab.sink import grants
 from capturelab.sink import index as idx
 from capturelab.sink.layout import Layout, check_pseudonym
 
@@ -103,6 +104,7 @@ class Tombstones:
             shutil.rmtree(pdir)
             fsync_dir(self.layout.segments)
         files += self._erase_quarantine(pseudonym)
+        files += int(grants.forget(self.layout, pseudonym))
         done = Tombstone(
             pseudonym,
             at,

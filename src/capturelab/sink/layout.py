@@ -2,8 +2,9 @@
 
 ``<root>/segments/<pseudonym hex>/<YYYY>/<MM>/<DD>/<HH>.seg`` holds the frames as received, appended;
 ``<HH>.idx`` beside it holds one index record per frame. ``<root>/quarantine/`` keeps frames that
-failed a check, ``<root>/tombstones/`` one record per erased pseudonym, ``<root>/state/`` the sink's
-status file. Hours are UTC, from the batch's first event's wall clock.
+failed a check, ``<root>/tombstones/`` one record per erased pseudonym, ``<root>/consent/`` the
+grants collectors announced (``capturelab.sink.grants``), ``<root>/state/`` the sink's status file.
+Hours are UTC, from the batch's first event's wall clock.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ class Layout:
     def state(self) -> Path:
         return self.root / "state"
 
+    @property
+    def consent(self) -> Path:
+        return self.root / "consent"
+
     def create(self) -> None:
-        for path in (self.segments, self.quarantine, self.tombstones, self.state):
+        for path in (self.segments, self.quarantine, self.tombstones, self.state, self.consent):
             path.mkdir(parents=True, exist_ok=True)
 
     def hour_file(self, pseudonym: str, wall_ns: int) -> HourFile:

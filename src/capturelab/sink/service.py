@@ -26,6 +26,7 @@ from capturelab.consent import ControlMessage
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import load_dictionary
+from capturelab.sink import grants
 from capturelab.sink.config import SinkConfig
 from capturelab.sink.erasure import Tombstones, expire
 from capturelab.sink.layout import Layout
@@ -71,6 +72,7 @@ class Status:
     control_messages: int = 0
     bad_control_messages: int = 0
     erasures: int = 0
+    grants: int = 0  # consent grants kept (capturelab.sink.grants)
 
 
 class SinkService:
@@ -187,6 +189,12 @@ class SinkService:
             self.store.quarantine(
                 msg.value() or b"", f"{msg.topic()}-{msg.partition()}-{msg.offset()}", str(exc)
             )
+            return
+        if control.grant is not None:  # consent_granted (ControlMessage checks the pairing)
+            stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
+            if stone is None or control.grant.granted > stone.at:
+                grants.record(self.layout, control.grant)  # fsynced before the commit
+                self.status.grants += 1
             return
         # Everything consumed before the erasure is made durable first, then erased with it.
         if not self._checkpoint():

@@ -1,0 +1,69 @@
+"""``capturelab dataset build|verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from capturelab.dataset.build import BuildOptions, build, verify
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    options = BuildOptions(
+        history=args.history,
+        horizon=args.horizon,
+        min_history=args.min_history,
+        eval_fraction=args.eval_fraction,
+        session_gap_s=args.session_gap_s,
+        names=args.names,
+        dictionaries=tuple(args.dictionary),
+    )
+    built = build(args.store, args.out, options)
+    if args.json:
+        print(
+            json.dumps(
+                {"path": str(built.path), "reused": built.reused, "card": built.card}, indent=1
+            )
+        )
+        return 0
+    counts = built.card["counts"]
+    verb = "unchanged" if built.reused else "built"
+    print(
+        f"dataset {verb}: {built.path} ({counts['examples']['train']} train, "
+        f"{counts['examples']['eval']} eval examples; {counts['events_kept']} of "
+        f"{counts['events_read']} events kept)"
+    )
+    for why, n in built.card["excluded"].items():
+        print(f"  excluded {n}: {why}")
+    for kind, n in built.card["redaction_findings"].items():
+        print(f"  redacted {n}: {kind}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    card = verify(args.path)
+    print(f"dataset {card['dataset_id'][:16]}: {len(card['files'])} files match the card")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("dataset", help="build and verify redacted training datasets")
+    dsub = parser.add_subparsers(dest="dataset_cmd", required=True)
+    b = dsub.add_parser(
+        "build", help="build a dataset from the sink's store (run on the storage node)"
+    )
+    b.add_argument("--store", type=Path, required=True, help="the sink's root on the array")
+    b.add_argument("--out", type=Path, required=True, help="where versioned datasets are written")
+    b.add_argument("--history", type=int, default=BuildOptions.history)
+    b.add_argument("--horizon", type=int, default=BuildOptions.horizon)
+    b.add_argument("--min-history", type=int, default=BuildOptions.min_history)
+    b.add_argument("--eval-fraction", type=float, default=BuildOptions.eval_fraction)
+    b.add_argument("--session-gap-s", type=float, default=BuildOptions.session_gap_s)
+    b.add_argument("--names", action="store_true", help="also redact person names (names extra)")
+    b.add_argument("--dictionary", type=Path, action="append", default=[], help="zstd dictionary")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(handler=cmd_build)
+    v = dsub.add_parser("verify", help="check a dataset's files against its card")
+    v.add_argument("path", type=Path)
+    v.set_defaults(handler=cmd_verify)

@@ -1,0 +1,167 @@
+"""The dataset builder: consent filter, redaction, canaries, screenshots, corruption, versioning."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from datasetkit import HOUR_NS, T0, edge_events, grant, land, raw_events
+
+from capturelab.collector.synth import build_session
+from capturelab.consent import Scope
+from capturelab.dataset.build import BuildOptions, build, verify
+from capturelab.dataset.example import END, NEXT_HEADER, read_examples
+from capturelab.errors import InputError
+from capturelab.schema import EventFlag, ImageFormat, ScreenshotEvent
+from capturelab.sink.erasure import Tombstones
+from capturelab.sink.layout import Layout
+
+P1 = hashlib.sha256(b"participant-1").digest()
+P2 = hashlib.sha256(b"participant-2").digest()
+ALL = [Scope.KEYS_TEXT, Scope.MOUSE, Scope.CONTEXT]
+
+
+def dataset_text(path: Path) -> str:
+    return (path / "train.jsonl").read_text() + (path / "eval.jsonl").read_text()
+
+
+@pytest.mark.parametrize("through_edge", [False, True], ids=["raw-frames", "after-the-edge"])
+def test_planted_canaries_never_reach_the_dataset(tmp_path: Path, through_edge: bool) -> None:
+    session = build_session(11, 300)
+    assert len(session.canaries) == 4
+    events = edge_events(session, ALL) if through_edge else raw_events(session)
+    land(tmp_path / "store", "c1", P1, events)
+    grant(tmp_path / "store", P1, ALL)
+    built = build(tmp_path / "store", tmp_path / "out", BuildOptions(eval_fraction=0))
+    text = dataset_text(built.path)
+    for canary in session.canaries:
+        assert canary.value not in text, canary
+        assert canary.value.replace(" ", "") not in text.replace(" ", ""), canary
+    # Ordinary typing survives: the filter removes secrets, not the data.
+    assert "git status" in text
+    findings = built.card["redaction_findings"]
+    if through_edge:  # the edge took the secrets already; their places are kept
+        assert "[REDACTED]" in text
+        assert "secure-input" in text  # the sudo prompt's keys, masked at the edge
+    else:
+        assert findings["PASSWORD"] >= 2 and findings["EMAIL"] >= 1 and findings["CARD"] >= 1
+        assert "type [PASSWORD]" in text  # typed while the sudo prompt had focus
+
+
+def test_key_content_needs_keys_text_and_scopes_filter_events(tmp_path: Path) -> None:
+    session = build_session(3, 120, canaries=False)
+    land(tmp_path / "store", "c1", P1, raw_events(session))
+    grant(tmp_path / "store", P1, [Scope.KEYS_TIMING, Scope.CONTEXT])  # no keys:text, no mouse
+    built = build(tmp_path / "store", tmp_path / "out", BuildOptions(eval_fraction=0))
+    text = dataset_text(built.path)
+    card = built.card
+    assert "type-classes" in text and 'type \\"' not in text and "git" not in text
+    assert "click" not in text and "move " not in text
+    assert card["counts"]["key_events_reduced_to_class"] > 0
+    assert card["excluded"]["scope not granted: mouse"] == len(session.mouse)
+    assert set(card["scopes"]) == {"keys:timing", "context"}
+
+
+def test_grant_window_erasure_and_missing_grants(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    one = raw_events(build_session(1, 120, canaries=False))
+    land(store, "c1", P1, one)
+    land(store, "c2", P2, raw_events(build_session(2, 120, canaries=False)))
+    # P1's grant ends a minute into its session: later events are outside every window.
+    end = datetime.fromtimestamp((T0 + 60 * 10**9) / 1e9, tz=UTC).isoformat()
+    grant(store, P1, ALL, expires=end)
+    with pytest.raises(InputError) as empty:  # P2 has no grant at all; P1 only a minute
+        build(store, tmp_path / "out", BuildOptions(eval_fraction=0, min_history=10_000))
+    assert "no consent grant on record" in str(empty.value)
+    assert "outside every grant window" in str(empty.value)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name != "latest"]  # nothing left
+
+    built = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
+    excluded = built.card["excluded"]
+    inside = sum(1 for e in one if e.wall_ns < T0 + 60 * 10**9)
+    assert built.card["counts"]["events_kept"] == inside
+    assert excluded["outside every grant window"] == len(one) - inside
+    assert built.card["counts"]["pseudonyms"] == 1
+
+    grant(store, P2, ALL)
+    assert build(store, tmp_path / "out", BuildOptions(eval_fraction=0)).card["counts"]["pseudonyms"] == 2
+    Tombstones(Layout(store)).erase(P2.hex(), datetime.now(UTC), "consent_revoked")
+    after = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
+    assert after.card["counts"]["pseudonyms"] == 1
+    assert after.card["counts"]["events_kept"] == inside
+    assert not (store / "consent" / f"{P2.hex()}.json").exists()
+
+
+def test_screenshots_only_with_their_scope(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    events = raw_events(build_session(5, 60, canaries=False))
+    image = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
+    shot = ScreenshotEvent(len(events), 0, events[-1].wall_ns + 1, image, ImageFormat.JPEG, EventFlag.SYNTHETIC)
+    land(store, "c1", P1, [*events, shot])
+    grant(store, P1, ALL)
+    without = build(store, tmp_path / "a", BuildOptions(eval_fraction=0, min_history=1, horizon=1))
+    assert without.card["excluded"] == {"scope not granted: screenshots": 1}
+    assert not list((without.path / "images").iterdir())
+    grant(store, P1, [*ALL, Scope.SCREENSHOTS], granted="2026-02-01T00:00:00+00:00")
+    with_scope = build(store, tmp_path / "b", BuildOptions(eval_fraction=0, min_history=1, horizon=1))
+    (name,) = [p.name for p in (with_scope.path / "images").iterdir()]
+    assert (with_scope.path / "images" / name).read_bytes() == image
+    assert f"screenshot {name}" in dataset_text(with_scope.path)
+
+
+def test_corrupt_frames_are_counted_and_skipped(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    events = raw_events(build_session(9, 120, canaries=False))
+    frames = land(store, "c1", P1, events, batch=100)
+    grant(store, P1, ALL)
+    (segment,) = (store / "segments").rglob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    built = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
+    assert built.card["counts"]["frames_read"] == frames
+    assert sum(built.card["corrupt_frames"].values()) == 1
+    assert len(events) - 100 <= built.card["counts"]["events_read"] < len(events)
+
+
+def test_sessions_split_whole_and_builds_are_reproducible(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    seq = 0
+    for i in range(6):  # six sessions, an hour apart
+        events = raw_events(build_session(20 + i, 90, canaries=False), first_seq=seq, t0=T0 + i * HOUR_NS)
+        seq += len(events)
+        land(store, "c1", P1, events)
+    grant(store, P1, ALL)
+    out = tmp_path / "out"
+    built = build(store, out, BuildOptions(eval_fraction=0.3))
+    card = built.card
+    assert card["counts"]["sessions"]["train"] + card["counts"]["sessions"]["eval"] == 6
+    assert card["counts"]["sessions"]["eval"] >= 1
+    train = read_examples(built.path / "train.jsonl")
+    held = read_examples(built.path / "eval.jsonl")
+    assert {e.session for e in train}.isdisjoint({e.session for e in held})
+    example = train[0]
+    assert example.prompt.endswith(NEXT_HEADER) and example.completion.endswith(END)
+    assert len(example.completion.splitlines()) <= BuildOptions.horizon + 1
+
+    again = build(store, out, BuildOptions(eval_fraction=0.3))
+    assert again.reused and again.path == built.path
+    assert (out / "latest").resolve() == built.path.resolve()
+    assert verify(built.path)["dataset_id"] == card["dataset_id"]
+    (built.path / "eval.jsonl").write_text("tampered\n")
+    with pytest.raises(InputError, match=r"eval\.jsonl: sha256 differs"):
+        verify(built.path)
+
+
+def test_bad_inputs_name_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a capturelab store"):
+        build(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(InputError, match="eval_fraction"):
+        build(tmp_path, tmp_path / "out", BuildOptions(eval_fraction=1.5))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "session": "s", "prompt": 3, "completion": ""}) + "\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: field prompt"):
+        read_examples(bad)
