@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -45,3 +46,20 @@ def test_runtime_requirements_are_the_core_dependencies(repo: Path):
 def test_unknown_arch_is_named(tmp_path: Path, repo: Path):
     with pytest.raises(InputError, match="arch 'riscv64'"):
         wheelhouse.build(LabPaths(repo), "riscv64")
+
+
+def test_prune_keeps_the_newest_of_a_family_only(tmp_path: Path):
+    made = []
+    for i, name in enumerate(
+        ["amd64-py3.11-train-aaaaaaaaaaaa", "amd64-py3.11-train-bbbbbbbbbbbb",
+         "amd64-py3.11-train-cccccccccccc", "amd64-py3.11-core-dddddddddddd",
+         "amd64-py3.11-train+qlora-eeeeeeeeeeee"]
+    ):  # fmt: skip
+        d = tmp_path / name
+        d.mkdir()
+        (d / "requirements.txt").write_text("x\n")
+        os.utime(d, (1_000 + i, 1_000 + i))
+        made.append(d)
+    removed = wheelhouse.prune(tmp_path, "amd64-py3.11-train", keep=2)
+    assert removed == [made[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in made[1:])

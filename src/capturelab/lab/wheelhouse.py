@@ -1,11 +1,12 @@
 """The wheelhouse: capturelab and its pinned runtime dependencies as wheels, once per architecture.
 
-Built on the controller, cached under ``~/.cache/capturelab/wheelhouse/<arch>-py<ver>-<key>/``,
-copied to the hosts, installed with ``pip --no-index``: nothing is compiled on a node (arm64 under
-emulation compiles about 10x slower) and the nodes need no index. ``key`` hashes the pins
-(constraints.txt), pyproject.toml and the package source, so a change rebuilds it and nothing
-else does. Dependencies come only as binary wheels for the target platform (``--only-binary``);
-a dependency without one fails here, on the controller, naming it.
+Built on the controller, cached under
+``~/.cache/capturelab/wheelhouse/<arch>-py<ver>-<extras>-<key>/`` (the newest two of each such
+family are kept), copied to the hosts, installed with ``pip --no-index``: nothing is compiled on
+a node (arm64 under emulation compiles about 10x slower) and the nodes need no index. ``key``
+hashes the pins (constraints.txt), pyproject.toml and the package source, so a change rebuilds
+it and nothing else does. Dependencies come only as binary wheels for the target platform
+(``--only-binary``); a dependency without one fails here, on the controller, naming it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from capturelab.errors import InputError
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import run, say
 
-PLATFORMS = {
-    "amd64": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
-    "arm64": ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"),
-}
+GLIBC_MINOR = 36  # Debian bookworm's glibc 2.36: every manylinux_2_x with x <= 36 runs there
+
+
+def _manylinux(machine: str) -> tuple[str, ...]:
+    # pip's --platform does not widen a tag to the older glibcs it implies: list them all
+    # (the CUDA wheels behind torch say manylinux_2_27, cuda-bindings manylinux_2_24).
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)]
+    return (*tags, f"manylinux2014_{machine}")
+
+
+PLATFORMS = {"amd64": _manylinux("x86_64"), "arm64": _manylinux("aarch64")}
 DEFAULT_PYTHON = "3.11"  # Debian bookworm's python3 (the nodes' venvs)
+KEEP = 2  # wheelhouses kept per family (arch, python, extras): the current one and the last
 
 
 def source_key(repo: Path, python: str, extras: tuple[str, ...]) -> str:
@@ -55,7 +64,8 @@ def build(
         raise InputError(f"wheelhouse: arch {arch!r} is not one of {sorted(PLATFORMS)}")
     repo = paths.repo
     key = source_key(repo, python, extras)
-    out = paths.cache / "wheelhouse" / f"{arch}-py{python}-{key}"
+    family = f"{arch}-py{python}-{'+'.join(extras) or 'core'}"
+    out = paths.cache / "wheelhouse" / f"{family}-{key}"
     if (out / "requirements.txt").is_file():
         say(f"wheelhouse {out.name} is current")
         return out
@@ -98,4 +108,19 @@ def build(
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     say(f"wheelhouse {out.name}: {len(wheels)} wheels")
+    prune(out.parent, family)
     return out
+
+
+def prune(root: Path, family: str, keep: int = KEEP) -> list[Path]:
+    """Remove all but the newest ``keep`` wheelhouses of a family (the train extra is ~3 GB)."""
+    built = sorted(
+        (p for p in root.glob(f"{family}-*") if (p / "requirements.txt").is_file()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    old = [p for p in built if len(p.name) == len(family) + 13][keep:]  # family-<12 hex>
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+        say(f"wheelhouse {path.name}: removed (older than the newest {keep})")
+    return old

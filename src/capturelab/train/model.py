@@ -131,6 +131,13 @@ def load(
     elif device == "cuda":
         model_kwargs["dtype"] = torch.bfloat16
     model: Any = AutoModelForCausalLM.from_pretrained(spec.directory, **model_kwargs)
+    if spec.gguf_file and quantize != "4bit":
+        # transformers dequantizes GGUF weights on load: the tensors are plain float32. Its
+        # quantizer marker stays behind and makes the Trainer refuse the model; drop it.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if quantize != "4bit":
         model.to(device)
     if not getattr(model.config, "architectures", None) or not any(
