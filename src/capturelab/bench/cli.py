@@ -242,7 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{opts.train.grad_accum}, max_seq_len {opts.train.max_seq_len}, on "
             f"{figures['examples']} examples "
             + (f"from {args.dataset}" if args.dataset else "built from synth sessions"),
-            "tokens = non-padding tokens each side's collator produced; each side loads the "
+            "both sides train on the same batches in the same order (the Trainer with a sequential "
+            "sampler); tokens = non-padding tokens the shared collator produced; each side loads the "
             "model afresh; the reference runs first",
             "CPU peak memory is the process's resident set during each side: memory the "
             "reference freed but the allocator kept is counted again for ours",

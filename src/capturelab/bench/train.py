@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from capturelab.schema import Batch, encode_batch
 from capturelab.sink import grants
 from capturelab.sink.layout import Layout
 from capturelab.sink.store import SegmentStore
-from capturelab.train.data import Tokenized, collate, tokenize, tokens_in
+from capturelab.train.data import Tokenized, batches, collate, tokenize, tokens_in
 from capturelab.train.loop import LoraOptions, TrainOptions, add_lora, train
 from capturelab.train.model import ModelSpec, load, resolve
 
@@ -157,7 +158,7 @@ def run_ours(
     model: Any, items: Sequence[Tokenized], pad_id: int, device: str, options: TrainOptions
 ) -> Side:
     with _RssPeak() as sampler:
-        result = train(model, items, pad_id=pad_id, device=device, options=options)
+        result = train(model, items, pad_id=pad_id, device=device, options=options, shuffle=False)
     peak, source = _peak(device, sampler)
     return Side(
         result["tokens_per_s"],
@@ -219,6 +220,7 @@ def run_reference(
         bf16=device == "cuda",
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
+        train_sampling_strategy="sequential",  # the same batches as ours, in the same order
         remove_unused_columns=False,
         seed=options.seed,
         disable_tqdm=True,
@@ -277,7 +279,14 @@ def bench(
     if quantize == "auto":
         quantize = "4bit" if device == "cuda" else "none"
     ref_model, tokenizer = fresh(spec, device, quantize, lora)
-    items = tokenize(examples, tokenizer, options.max_seq_len)
+    tokenized = tokenize(examples, tokenizer, options.max_seq_len)
+    # Both sides train on exactly these batches, in this order (one shuffled pass's worth).
+    needed = options.steps * options.grad_accum
+    items = [
+        t
+        for batch in islice(batches(tokenized, options.batch_size, options.seed), needed)
+        for t in batch
+    ]
     reference = run_reference(
         ref_model, items, tokenizer.pad_token_id, device, options=options, tmp=work
     )

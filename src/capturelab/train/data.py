@@ -50,12 +50,15 @@ def collate(items: Sequence[Tokenized], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batches(items: Sequence[Tokenized], batch_size: int, seed: int) -> Iterator[list[Tokenized]]:
-    """Endless shuffled batches (a new order each pass, the same order for the same seed)."""
+def batches(
+    items: Sequence[Tokenized], batch_size: int, seed: int, *, shuffle: bool = True
+) -> Iterator[list[Tokenized]]:
+    """Endless batches: shuffled each pass (the same order for the same seed), or in order."""
     rng = random.Random(seed)  # noqa: S311 - data order, not cryptography
     order = list(range(len(items)))
     while True:
-        rng.shuffle(order)
+        if shuffle:
+            rng.shuffle(order)
         for i in range(0, len(order) - batch_size + 1, batch_size):
             yield [items[j] for j in order[i : i + batch_size]]
         if len(order) < batch_size:

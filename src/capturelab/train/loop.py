@@ -90,8 +90,13 @@ def train(
     pad_id: int,
     device: str,
     options: TrainOptions,
+    shuffle: bool = True,
 ) -> dict[str, Any]:
-    """Run ``options.steps`` optimizer steps; returns the loss curve and throughput."""
+    """Run ``options.steps`` optimizer steps; returns the loss curve and throughput.
+
+    ``shuffle=False`` takes the items in the order given (the benchmark feeds both sides the
+    same batches).
+    """
     import torch  # noqa: PLC0415
 
     options.check()
@@ -106,7 +111,7 @@ def train(
         return max(0.0, (options.steps - step) / max(1, options.steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    stream = batches(items, options.batch_size, options.seed)
+    stream = batches(items, options.batch_size, options.seed, shuffle=shuffle)
     model.train()
     losses: list[float] = []
     tokens = 0
