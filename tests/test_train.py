@@ -145,3 +145,14 @@ def test_bench_train_compares_with_the_hf_trainer(dataset: Path, tiny_model: Pat
     expected = result["ours"]["tokens_per_s"] / result["reference"]["tokens_per_s"]
     assert result["ratio"]["tokens_per_s"] == pytest.approx(expected, rel=1e-3)
     assert result["quantize"] == "none" and result["device"] == "cpu"
+
+
+def test_qlora_4bit_path(dataset: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """The QLoRA path (NF4 base, LoRA on top) end to end; bitsandbytes runs it on the CPU here."""
+    opts = RunOptions(model=str(tiny_model), device="cpu", quantize="4bit", eval_examples=2,
+                      train=TrainOptions(steps=2, batch_size=2, max_seq_len=128))  # fmt: skip
+    path = run(dataset, tmp_path / "runs", opts)
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["quantize"] == "4bit"
+    assert len(metrics["train"]["loss_curve"]) == 2
+    assert (path / "adapter" / "adapter_model.safetensors").is_file()

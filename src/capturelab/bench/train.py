@@ -39,7 +39,7 @@ from capturelab.train.model import ModelSpec, load, resolve
 LLAMA_SIZES: dict[str, dict[str, Any]] = {
     "7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
            "num_attention_heads": 32, "num_key_value_heads": 32},
-    "tiny": {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2,
+    "tiny": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 4},
 }  # fmt: skip
 

@@ -55,7 +55,11 @@ def add_lora(model: Any, options: LoraOptions, *, quantized: bool) -> Any:
             f"{sorted(n for n in names if n.endswith('proj'))[:8]})"
         )
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)  # type: ignore[no-untyped-call]
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model,
+            use_gradient_checkpointing=True,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     config = LoraConfig(
         r=options.r,
         lora_alpha=options.alpha,
