@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
 from kafka_local import LocalKafka, require_libs
+
+# torch._dynamo registers polyfills for builtins such as sys.intern when it is first imported.
+# Ansible's module_utils, which test_kafka_role_logic imports at collection, replace sys.intern
+# with a patch object that dynamo refuses (TypeError: substitute_in_graph expects a function).
+# Importing dynamo first lets both live in one test process; nodes never load both.
+with contextlib.suppress(ImportError):  # a venv without the train extra has no torch
+    import torch._dynamo  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -23,7 +23,7 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     broker.stop()
 
 
-def secure_config(tmp: Path, kafka: LocalKafka, password: str, topic: str):  # type: ignore[no-untyped-def]
+def secure_config(tmp: Path, kafka: LocalKafka, password: str, topic: str, control: str):  # type: ignore[no-untyped-def]
     (tmp / "password").write_text(password + "\n")
     security = {
         "username": "c1",
@@ -31,16 +31,17 @@ def secure_config(tmp: Path, kafka: LocalKafka, password: str, topic: str):  # t
         "ca_file": str(kafka.ca_file),
     }
     return collector_config(tmp, kafka.secure_bootstrap, security=security, capture_topic=topic,
-                            message_timeout_ms=5000)  # fmt: skip
+                            control_topic=control, message_timeout_ms=5000)  # fmt: skip
 
 
 def test_wrong_password_spools_says_so_and_the_right_one_drains(
     secure_kafka: LocalKafka, tmp_path: Path
 ):
     topic = secure_kafka.create_topic("sasl.events", 1)
+    control = secure_kafka.create_topic("sasl.control", 1, **{"cleanup.policy": "compact"})
     session = synth.build_session(4, 20, canaries=False)
     injector = synth.FifoInjector(tmp_path / "inject")
-    config = secure_config(tmp_path, secure_kafka, "not-the-password", topic)
+    config = secure_config(tmp_path, secure_kafka, "not-the-password", topic, control)
     write_consent(config.consent_file, ["keys:timing", "mouse"])
     with running(Collector(config)) as c:
         wait_for(lambda: len(c.readers) == 2, "capture")
@@ -54,7 +55,7 @@ def test_wrong_password_spools_says_so_and_the_right_one_drains(
         assert held >= 1 and c.status()["delivery"]["delivered_items"] == 0
         sealed = c.counters.sealed_events
     injector.close()
-    config = secure_config(tmp_path, secure_kafka, PASSWORD, topic)
+    config = secure_config(tmp_path, secure_kafka, PASSWORD, topic, control)
     with running(Collector(config)) as c:
         wait_for(c.settled, "the spool to drain with the right password")
         assert c.status()["delivery"]["delivered_items"] >= held
