@@ -20,6 +20,7 @@ No consent record and no lab secret are baked in: the collector role deploys tho
 the deploy twice leaves the same card.
 """
 
+import atexit
 import shlex
 import shutil
 import tempfile
@@ -45,8 +46,11 @@ if not key_text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in key_te
     raise SystemExit(f"images/pi5/card.py: {ssh_key} is not an SSH public key")
 
 boot, root = card_partitions(image)
-_stage_dir = tempfile.TemporaryDirectory(prefix="capturelab-card-")  # lives until pyinfra exits
-stage = Path(_stage_dir.name)
+# The deploy file's globals may be collected once pyinfra has read its operations, which is before
+# they run: a TemporaryDirectory object would then delete the staging tree too early. Remove it
+# when the pyinfra process exits instead.
+stage = Path(tempfile.mkdtemp(prefix="capturelab-card-"))
+atexit.register(shutil.rmtree, stage, ignore_errors=True)
 tree = stage / "root"
 (stage / "boot").mkdir()
 (stage / "boot" / "ssh").write_text("")
