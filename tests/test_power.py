@@ -141,3 +141,24 @@ def test_smart_plugs_over_http(plug_server: str):
         read_plug("x", {"type": "kasa", "url": plug_server})
     with pytest.raises(InputError, match=r"ENERGY\.Power"):
         parse_tasmota({"StatusSNS": {}})
+
+
+def test_training_energy_meter_reads_package_zones_across_a_wrap(tmp_path):
+    from capturelab.train.energy import EnergyMeter  # noqa: PLC0415 - only this test needs it
+
+    package = tmp_path / "intel-rapl:0"
+    package.mkdir()
+    (package / "energy_uj").write_text("999000\n")
+    (package / "max_energy_range_uj").write_text("1000000\n")
+    core = tmp_path / "intel-rapl:0:0"  # a sub-zone: already inside the package figure
+    core.mkdir()
+    (core / "energy_uj").write_text("5\n")
+    (core / "max_energy_range_uj").write_text("10\n")
+    meter = EnergyMeter(powercap=tmp_path, nvidia_smi="")
+    meter.start()
+    (package / "energy_uj").write_text("2000\n")
+    result = meter.stop()
+    assert result["joules"] == pytest.approx(0.003) and result["source"] == "measured: cpu_package_rapl"
+    nothing = EnergyMeter(powercap=tmp_path / "absent", nvidia_smi="")
+    nothing.start()
+    assert nothing.stop()["source"] == "unavailable"

@@ -32,3 +32,12 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
         os.fsync(fh.fileno())
     tmp.replace(path)
     fsync_dir(path.parent)
+
+
+def point_latest(folder: Path, name: str) -> None:
+    """Atomically (re)point ``folder/latest`` at the entry ``name`` in ``folder``."""
+    link = folder / f".latest.{os.getpid()}.tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(name)
+    link.replace(folder / "latest")
+    fsync_dir(folder)

@@ -77,16 +77,21 @@ def parse_nvidia(output: str) -> float:
     return sum(values)
 
 
+def rapl_joules(before: list[int], after: list[int], wraps: list[int]) -> float:
+    """Joules between two samples of RAPL package counters (uJ), across a counter wrap."""
+    return sum(
+        (a - b if a >= b else a + wrap - b) / 1e6
+        for b, a, wrap in zip(before, after, wraps, strict=True)
+    )
+
+
 def parse_rapl_pair(output: str, wraps: list[int], seconds: float) -> float:
     """Watts from two samples of every package counter (``before...`` then ``after...``)."""
     numbers = [int(x) for x in output.split()]
     n = len(numbers) // 2
     if n == 0 or len(numbers) != 2 * n or len(wraps) != n:
         raise InputError(f"rapl: expected two samples of {len(wraps)} counters, got {len(numbers)}")
-    joules = 0.0
-    for before, after, wrap in zip(numbers[:n], numbers[n:], wraps, strict=True):
-        joules += (after - before if after >= before else after + wrap - before) / 1e6
-    return joules / seconds
+    return rapl_joules(numbers[:n], numbers[n:], wraps) / seconds
 
 
 def parse_shelly(data: Any) -> float:

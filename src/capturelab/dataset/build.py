@@ -32,7 +32,7 @@ from capturelab.dataset import card as card_md
 from capturelab.dataset.actions import ActionBuilder, Findings
 from capturelab.dataset.example import FORMAT, FORMAT_VERSION, Example, windows
 from capturelab.dataset.reader import ReadStats, Session, sessions
-from capturelab.durable import fsync_dir, write_atomic
+from capturelab.durable import fsync_dir, point_latest, write_atomic
 from capturelab.errors import InputError
 from capturelab.redact import Recogniser
 from capturelab.schema import Event, ImageFormat, InputEvent, ScreenshotEvent, load_dictionary
@@ -322,7 +322,7 @@ def _publish(tmp: Path, out: Path, files: dict[str, str], card: dict[str, Any]) 
     if final.exists():
         previous = json.loads((final / "card.json").read_text())
         if previous.get("files") == files:
-            _point_latest(out, final.name)
+            point_latest(out, final.name)
             return Built(final, previous, reused=True)
         raise InputError(f"{final} exists with other content: remove it or build elsewhere")
     write_atomic(tmp / "card.json", (json.dumps(card, indent=1, sort_keys=True) + "\n").encode())
@@ -331,16 +331,8 @@ def _publish(tmp: Path, out: Path, files: dict[str, str], card: dict[str, Any]) 
     fsync_dir(tmp)
     tmp.rename(final)
     fsync_dir(out)
-    _point_latest(out, final.name)
+    point_latest(out, final.name)
     return Built(final, card, reused=False)
-
-
-def _point_latest(out: Path, name: str) -> None:
-    link = out / ".latest.tmp"
-    link.unlink(missing_ok=True)
-    link.symlink_to(name)
-    link.replace(out / "latest")
-    fsync_dir(out)
 
 
 def verify(path: Path) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capturelab.power import rapl_joules
+
 POWERCAP = Path("/sys/class/powercap")
 
 
@@ -94,11 +96,9 @@ class EnergyMeter:
             self._thread.join(timeout=10)
         result: dict[str, Any] = {"wall_s": round(wall, 3), "joules": None, "parts": {}}
         if self.zones:
-            cpu = 0
-            for zone, before in zip(self.zones, self._start, strict=True):
-                now = int(zone.energy.read_text())
-                cpu += now - before if now >= before else now + zone.wrap - before
-            result["parts"]["cpu_package_rapl"] = round(cpu / 1e6, 3)
+            after = [int(z.energy.read_text()) for z in self.zones]
+            joules = rapl_joules(self._start, after, [z.wrap for z in self.zones])
+            result["parts"]["cpu_package_rapl"] = round(joules, 3)
         if self._gpu_samples:
             result["parts"]["gpu_nvidia_smi"] = round(self._gpu_joules, 3)
         if result["parts"]:

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from capturelab.bench.result import machine
 from capturelab.dataset.build import verify
 from capturelab.dataset.example import read_examples
-from capturelab.durable import fsync_dir, write_atomic
+from capturelab.durable import fsync_dir, point_latest, write_atomic
 from capturelab.errors import InputError
 from capturelab.train.data import tokenize
 from capturelab.train.energy import EnergyMeter
@@ -124,7 +125,7 @@ def run(dataset: Path, out: Path, options: RunOptions | None = None) -> Path:
             "model": spec.name,
             "dataset_id": card["dataset_id"],
             "device": device,
-            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name(),
+            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else machine()["cpu"],
             "quantize": quantize,
             "torch": torch.__version__,
             "lora": asdict(opts.lora),
@@ -144,18 +145,5 @@ def run(dataset: Path, out: Path, options: RunOptions | None = None) -> Path:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    link = out / ".latest.tmp"
-    link.unlink(missing_ok=True)
-    link.symlink_to(final.name)
-    link.replace(out / "latest")
+    point_latest(out, final.name)
     return final
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
