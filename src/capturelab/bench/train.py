@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -96,17 +97,12 @@ def synthetic_examples(sessions: int = 6, seconds: float = 180) -> list[Example]
             pseudonym.hex(),
             frozenset({Scope.KEYS_TEXT, Scope.MOUSE, Scope.CONTEXT}),
             LawfulBasis.CONSENT,
-            *(datetime_from_ns(t0 - 10**9), datetime_from_ns(t0 + (sessions + 1) * 3600 * 10**9)),
+            datetime.fromtimestamp(t0 / 1e9 - 1, tz=UTC),
+            datetime.fromtimestamp(t0 / 1e9 + (sessions + 1) * 3600, tz=UTC),
         )
         grants.record(Layout(Path(tmp) / "store"), record)
         built = build(Path(tmp) / "store", Path(tmp) / "out", BuildOptions(eval_fraction=0))
         return read_examples(built.path / "train.jsonl")
-
-
-def datetime_from_ns(ns: int) -> Any:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
 def synthetic_llama(size: str, tokenizer_spec: ModelSpec, directory: Path) -> ModelSpec:

@@ -50,13 +50,10 @@ _CLASS_CHAR = {
 }
 _KEY_NAMES = {code: name.removeprefix("KEY_").lower() for name, code in keymap.KEY_CODES.items()}
 _BUTTONS = {evdev.BTN_LEFT: "left", evdev.BTN_RIGHT: "right", evdev.BTN_MIDDLE: "middle"}
+# ctrl, alt or meta for each of keymap's chord modifiers (left and right alike).
 _CTRL_ALT_META = {
-    keymap.K["KEY_LEFTCTRL"]: "ctrl",
-    keymap.K["KEY_RIGHTCTRL"]: "ctrl",
-    keymap.K["KEY_LEFTALT"]: "alt",
-    keymap.K["KEY_RIGHTALT"]: "alt",
-    keymap.K["KEY_LEFTMETA"]: "meta",
-    keymap.K["KEY_RIGHTMETA"]: "meta",
+    code: _KEY_NAMES[code].removeprefix("left").removeprefix("right")
+    for code in keymap.CTRL_ALT_META
 }
 
 
