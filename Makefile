@@ -17,10 +17,11 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help venv lint unit kafka-jars engine images molecule card-test test lab lab-up lab-provision lab-report lab-down kafka-lock
+.PHONY: help venv lint unit kafka-jars engine images molecule card-test test lab lab-up lab-provision lab-validate lab-report lab-down kafka-lock
 
 help:
-	@echo "make lab       bring up the sim lab, provision it (twice: idempotence) and write a report"
+	@echo "make lab       bring up the sim lab, provision it (twice: idempotence), validate it and write a report"
+	@echo "make lab-validate  validate a running lab again (throughput, power budget, end to end)"
 	@echo "make test      lint, unit tests and molecule for every role (what CI runs)"
 	@echo "make lab-down  remove every container, network, VM and state file of the lab"
 
@@ -81,7 +82,7 @@ test: lint unit molecule card-test
 
 # The lab: on any failure everything it created is removed again (KEEP=1 keeps it to debug).
 lab: venv
-	@$(MAKE) --no-print-directory lab-up lab-provision lab-report || { \
+	@$(MAKE) --no-print-directory lab-up lab-provision lab-validate || { \
 	  status=$$?; \
 	  if [ "$${KEEP:-0}" != 1 ]; then $(MAKE) --no-print-directory lab-down; fi; \
 	  exit $$status; }
@@ -93,6 +94,11 @@ lab-up: venv
 lab-provision: venv
 	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --twice
 
+# The suites (validation/) and the report: reports/<timestamp>/report.html, printed with a summary.
+lab-validate: venv
+	capturelab validate --inventory $(INVENTORY)
+
+# Reachability and facts of every node only (no suite).
 lab-report: venv
 	capturelab report --inventory $(INVENTORY)
 

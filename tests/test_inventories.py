@@ -70,6 +70,8 @@ SIM_ALLOWED = (
     "collector_consent_records",
     "collector_inject_dir",
     "collector_context",
+    # what the validation suites hold this small lab to (its cohort, budgets, run lengths)
+    "validation_",
 )
 
 

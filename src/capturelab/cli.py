@@ -15,6 +15,7 @@ from capturelab.lab import cli as lab_cli
 from capturelab.report import cli as report_cli
 from capturelab.sink import cli as sink_cli
 from capturelab.train import cli as train_cli
+from capturelab.validate import cli as validate_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     lab_cli.register(sub)
     report_cli.register(sub)
+    validate_cli.register(sub)
     plan_cli.register(sub)
     redact_cli.register(sub)
     bench_cli.register(sub)

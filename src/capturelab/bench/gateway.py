@@ -77,48 +77,48 @@ def parse_producer_performance(output: str, record_size: int) -> Measurement:
     )
 
 
-def synthetic_frames(record_size: int, pool: int = 64, seed: int = 7) -> list[bytes]:
-    """``pool`` distinct frames whose size is as close to ``record_size`` as the framing allows."""
+def synthetic_events(
+    rng: random.Random, first_seq: int, n: int, wall0_ns: int = 1_795_000_000_000_000_000
+) -> list[InputEvent]:
+    """``n`` plausible events (mouse motion and key classes) from ``first_seq`` on."""
+    events = []
+    t = 1_000_000_000
+    for i in range(n):
+        t += rng.randint(1_000_000, 60_000_000)
+        if rng.random() < 0.6:
+            events.append(
+                InputEvent(
+                    first_seq + i,
+                    t,
+                    wall0_ns + t,
+                    DeviceClass.MOUSE,
+                    2,
+                    rng.choice((0, 1)),
+                    rng.randint(-12, 12),
+                )
+            )
+        else:
+            events.append(
+                InputEvent(
+                    first_seq + i,
+                    t,
+                    wall0_ns + t,
+                    DeviceClass.KEYBOARD,
+                    1,
+                    rng.choice(list(KeyClass)),
+                    rng.choice((0, 1)),
+                    EventFlag.KEY_CLASS,
+                )
+            )
+    return events
+
+
+def events_per_frame(record_size: int, frame: Callable[[int, int], bytes]) -> int:
+    """The event count whose frame lands closest to ``record_size`` bytes."""
     if record_size < 200:
         raise InputError(
             f"--record-size {record_size} is below the smallest useful frame (200 bytes)"
         )
-    rng = random.Random(seed)  # noqa: S311 - synthetic input data, not cryptography
-    pseudonym = pseudonymize(b"bench-lab-secret-not-for-real-use", "bench-participant")
-
-    def frame(first_seq: int, n: int) -> bytes:
-        events = []
-        t = 1_000_000_000
-        for i in range(n):
-            t += rng.randint(1_000_000, 60_000_000)
-            if rng.random() < 0.6:
-                events.append(
-                    InputEvent(
-                        first_seq + i,
-                        t,
-                        1_795_000_000_000_000_000 + t,
-                        DeviceClass.MOUSE,
-                        2,
-                        rng.choice((0, 1)),
-                        rng.randint(-12, 12),
-                    )
-                )
-            else:
-                events.append(
-                    InputEvent(
-                        first_seq + i,
-                        t,
-                        1_795_000_000_000_000_000 + t,
-                        DeviceClass.KEYBOARD,
-                        1,
-                        rng.choice(list(KeyClass)),
-                        rng.choice((0, 1)),
-                        EventFlag.KEY_CLASS,
-                    )
-                )
-        return encode_batch(Batch("bench-collector", pseudonym, tuple(events)))
-
-    # Frame size grows with the event count: find the count that lands closest to record_size.
     low, high = 1, 1
     while len(frame(0, high)) < record_size and high < 1_000_000:
         low, high = high, high * 2
@@ -128,7 +128,19 @@ def synthetic_frames(record_size: int, pool: int = 64, seed: int = 7) -> list[by
             low = mid
         else:
             high = mid
-    n = min((low, high), key=lambda k: abs(len(frame(0, k)) - record_size))
+    return min((low, high), key=lambda k: abs(len(frame(0, k)) - record_size))
+
+
+def synthetic_frames(record_size: int, pool: int = 64, seed: int = 7) -> list[bytes]:
+    """``pool`` distinct frames whose size is as close to ``record_size`` as the framing allows."""
+    rng = random.Random(seed)  # noqa: S311 - synthetic input data, not cryptography
+    pseudonym = pseudonymize(b"bench-lab-secret-not-for-real-use", "bench-participant")
+
+    def frame(first_seq: int, n: int) -> bytes:
+        events = tuple(synthetic_events(rng, first_seq, n))
+        return encode_batch(Batch("bench-collector", pseudonym, events))
+
+    n = events_per_frame(record_size, frame)
     return [frame(i * n, n) for i in range(pool)]
 
 

@@ -32,6 +32,29 @@ class CollectorAudit:
             out.append((end + 1, start - 1))
         return out
 
+    def window(self, first: int, last: int) -> dict[str, Any]:
+        """Sequences ``first..last`` (one run's events): how many are stored, once each?"""
+        clipped = [
+            (max(s, first), min(e, last)) for s, e in self.intervals if e >= first and s <= last
+        ]
+        merged = _merge(clipped)
+        stored = sum(e - s + 1 for s, e in merged)
+        missing, cursor = [], first
+        for s, e in merged:
+            if s > cursor:
+                missing.append([cursor, s - 1])
+            cursor = e + 1
+        if cursor <= last:
+            missing.append([cursor, last])
+        return {
+            "first_seq": first,
+            "last_seq": last,
+            "expected": last - first + 1,
+            "stored": stored,
+            "missing": missing,
+            "duplicates": sum(e - s + 1 for s, e in clipped) - stored,
+        }
+
 
 @dataclass
 class Audit:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from capturelab.errors import InputError
-from capturelab.sink.audit import audit
+from capturelab.sink.audit import CollectorAudit, audit
 from capturelab.sink.config import load_config
 from capturelab.sink.erasure import Tombstones, expire
 from capturelab.sink.layout import Layout, check_pseudonym
@@ -62,6 +62,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     result = audit(args.root, frames=args.frames)
     doc = result.to_dict()
+    if args.collector is not None:
+        if (args.seq_from is None) != (args.seq_to is None) or (
+            args.seq_from is not None and not 0 <= args.seq_from <= args.seq_to
+        ):
+            raise InputError("--seq-from and --seq-to go together, with 0 <= from <= to")
+        found = result.collectors.get(args.collector, CollectorAudit())
+        lo = args.seq_from if args.seq_from is not None else 0
+        hi = args.seq_to
+        if hi is None:  # no window: the collector's whole range from 0
+            hi = max((e for _, e in found.intervals), default=lo)
+        window = found.window(lo, hi)
+        window["collector"] = args.collector
+        doc["window"] = window
+        if args.json:
+            print(json.dumps(doc, indent=1, sort_keys=True))
+        else:
+            print(
+                f"{args.collector} seq {lo}..{hi}: {window['stored']} of {window['expected']} stored, "
+                f"{len(window['missing'])} missing ranges, {window['duplicates']} duplicates"
+            )
+        return 0 if not window["missing"] and not window["duplicates"] else 1
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))
     else:
@@ -117,6 +138,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify.add_argument("--root", type=Path, required=True, help="the sink's root (array mount)")
     verify.add_argument("--frames", action="store_true", help="also re-read and check every frame")
     verify.add_argument("--json", action="store_true")
+    verify.add_argument("--collector", help="only this collector's sequences (with a window)")
+    verify.add_argument("--seq-from", type=int, help="first sequence of the window (inclusive)")
+    verify.add_argument("--seq-to", type=int, help="last sequence of the window (inclusive)")
     verify.set_defaults(handler=cmd_verify)
 
     erase = ss.add_parser(

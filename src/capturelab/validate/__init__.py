@@ -1,0 +1,1 @@
+"""Validation of a running lab: targets from the inventory, measurements, checks."""

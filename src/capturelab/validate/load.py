@@ -1,0 +1,151 @@
+"""The sustained-ingest load: real capture frames offered to the gateway at a fixed rate.
+
+The frames are what a collector sends (``capturelab.schema``: zstd batches with CRC32C), from a
+load collector id unique to the run, so its sequences start at 0 and the sink's audit can prove
+that every one landed exactly once. The rate is paced by schedule: frame ``k`` leaves at
+``t0 + k x frame_bytes / rate``; if the gateway pushes back, the schedule slips and the achieved
+rate shows it. Bounded: a fixed frame count and a deadline. The pseudonym belongs to no
+participant (no grant is ever announced for it), so no dataset includes it, and the suite asks
+for its erasure when it is done.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Producer
+
+from capturelab.bench.gateway import events_per_frame, synthetic_events
+from capturelab.consent import ControlMessage, ControlType
+from capturelab.errors import CapturelabError, InputError
+from capturelab.schema import Batch, encode_batch, pseudonymize
+from capturelab.transport import producer_config
+
+LOAD_SECRET = b"validation-load-not-a-participant"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    collector_id: str
+    pseudonym: str
+    frames: int
+    events: int
+    bytes: int
+    offered_bytes_per_s: float
+    started: float  # wall clock (time.time()) of the first send
+    last_sent: float
+    last_acked: float
+    send_seconds: float  # first send to last send
+
+    @property
+    def achieved_bytes_per_s(self) -> float:
+        """Bytes over the sending window; one frame's interval is added so a kept schedule
+        reads as the offered rate exactly."""
+        interval = self.bytes / self.frames / self.offered_bytes_per_s if self.frames else 0.0
+        window = self.send_seconds + interval
+        return self.bytes / window if window > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["achieved_bytes_per_s"] = round(self.achieved_bytes_per_s, 3)
+        return out
+
+
+def load_identity(run_id: str) -> tuple[str, bytes]:
+    if not run_id or not run_id.replace("-", "").isalnum():
+        raise InputError(f"load run id {run_id!r} must be letters, digits and dashes")
+    return f"validation-load-{run_id}", pseudonymize(LOAD_SECRET, run_id)
+
+
+def offer(
+    bootstrap: str,
+    topic: str,
+    run_id: str,
+    rate_bytes_per_s: float,
+    seconds: float,
+    *,
+    frame_bytes: int = 16384,
+    deadline_s: float | None = None,
+) -> LoadResult:
+    """Offer ``rate_bytes_per_s`` for ``seconds`` and wait for every acknowledgement."""
+    if rate_bytes_per_s <= 0 or seconds <= 0:
+        raise InputError(f"load rate {rate_bytes_per_s} and seconds {seconds} must be positive")
+    collector_id, pseudonym = load_identity(run_id)
+    rng = random.Random(run_id)  # noqa: S311 - synthetic input data
+    wall0 = time.time_ns()
+
+    def frame(first_seq: int, n: int) -> bytes:
+        events = tuple(synthetic_events(rng, first_seq, n, wall0))
+        return encode_batch(Batch(collector_id, pseudonym, events))
+
+    per_frame = events_per_frame(frame_bytes, frame)
+    size = len(frame(0, per_frame))
+    count = max(1, math.ceil(rate_bytes_per_s * seconds / size))
+    interval = size / rate_bytes_per_s
+    deadline = deadline_s if deadline_s is not None else seconds * 2 + 60
+    producer = Producer(producer_config(bootstrap, collector_id))
+    errors: list[str] = []
+    acked_at = [0.0]
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+        acked_at[0] = time.time()
+
+    total = 0
+    started = time.time()
+    t0 = time.monotonic()
+    last_sent = started
+    for k in range(count):
+        due = t0 + k * interval
+        while (now := time.monotonic()) < due:
+            producer.poll(min(due - now, 0.05))
+        if now - t0 > deadline:
+            raise CapturelabError(
+                f"load: {k} of {count} frames sent before the {deadline:.0f} s deadline"
+            )
+        data = frame(k * per_frame, per_frame)
+        while True:
+            try:
+                producer.produce(topic, value=data, key=collector_id.encode(), callback=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        total += len(data)
+        last_sent = time.time()
+        producer.poll(0)
+    left = producer.flush(max(5.0, deadline - (time.monotonic() - t0)))
+    if left or errors:
+        raise CapturelabError(
+            f"load: {left} frames unacknowledged, {len(errors)} delivery errors "
+            f"({errors[0] if errors else 'timeout'})"
+        )
+    return LoadResult(
+        collector_id=collector_id,
+        pseudonym=pseudonym.hex(),
+        frames=count,
+        events=count * per_frame,
+        bytes=total,
+        offered_bytes_per_s=rate_bytes_per_s,
+        started=started,
+        last_sent=last_sent,
+        last_acked=acked_at[0],
+        send_seconds=last_sent - started,
+    )
+
+
+def request_erasure(bootstrap: str, control_topic: str, run_id: str, reason: str) -> None:
+    """Ask the sink (over the control topic, as a collector would) to erase the load's data."""
+    collector_id, pseudonym = load_identity(run_id)
+    msg = ControlMessage(
+        ControlType.ERASURE_REQUESTED, pseudonym, collector_id, datetime.now(UTC), reason
+    )
+    producer = Producer(producer_config(bootstrap, collector_id))
+    producer.produce(control_topic, value=msg.encode(), key=msg.key)
+    if producer.flush(30):
+        raise CapturelabError(f"load: the erasure request for {collector_id} was not acknowledged")

@@ -1,0 +1,169 @@
+"""Validation suites for a running lab: plain pytest + Testinfra, one ``Result`` per check.
+
+    pytest validation --hosts=ansible://all --ansible-inventory=inventory/sim
+
+(``capturelab validate`` and ``playbooks/validate.yml`` run exactly this and render the report.)
+
+Nodes are reached through Ansible itself (Testinfra's ansible backend with ``force_ansible``):
+the inventory's connection variables are Jinja templates (the sim lab's container names, the
+VM's forwarded port and key), which only Ansible renders, so every command goes where the
+playbooks go. Each test records its checks with the ``record`` fixture; a test that fails
+without recording one is recorded as a failure (an assertion) or an environment error
+(anything else), so nothing is lost from the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+from capturelab.errors import InputError
+from capturelab.lab.inventory import TIER_GROUPS, dump_inventory, group_members
+from capturelab.results import Result, write_results
+from capturelab.validate.targets import Targets, targets_from_vars
+
+RESULTS_KEY = pytest.StashKey[list[Result]]()
+EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("capturelab")
+    group.addoption(
+        "--capturelab-results",
+        default=os.environ.get("CAPTURELAB_RESULTS", ".lab/validation/results.json"),
+        help="where the checks' results are written (JSON list of capturelab Result)",
+    )
+    group.addoption(
+        "--capturelab-evidence",
+        default=os.environ.get("CAPTURELAB_EVIDENCE", ".lab/validation/evidence.json"),
+        help="where the plots' data (timeline, loss curve, findings, targets) is written",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS_KEY] = []
+    config.stash[EVIDENCE_KEY] = {}
+    hosts = config.getoption("hosts", default=None)
+    if hosts and str(hosts).startswith("ansible://"):
+        config.option.force_ansible = True  # templated connection vars: only Ansible renders them
+
+
+@dataclass
+class Lab:
+    """The inventory as the suites see it: tier groups, variables, and a host per node."""
+
+    inventory: Path
+    hostvars: dict[str, dict[str, Any]]
+    tiers: dict[str, list[str]]
+    selected: set[str]
+    targets: Targets
+    _hosts: dict[str, Any] = field(default_factory=dict)
+
+    def nodes(self, tier: str) -> list[str]:
+        return [n for n in self.tiers.get(tier, []) if n in self.selected]
+
+    def groups_of(self, node: str) -> list[str]:
+        return [t for t in TIER_GROUPS if node in self.tiers.get(t, [])]
+
+    def var(self, node: str, name: str, default: Any = None) -> Any:
+        return self.hostvars.get(node, {}).get(name, default)
+
+    def host(self, node: str) -> Any:
+        if node not in self._hosts:
+            self._hosts[node] = testinfra.get_host(
+                f"ansible://{node}?ansible_inventory={self.inventory}&force_ansible=true"
+            )
+        return self._hosts[node]
+
+    def run(self, node: str, command: str, timeout_s: int = 300) -> Any:
+        """Run a shell command on ``node``, bounded by ``timeout`` on the node itself."""
+        return self.host(node).run(f"timeout {int(timeout_s)} bash -c {shlex.quote(command)}")
+
+    def capturelab(self, node: str) -> str:
+        return f"{self.var(node, 'capturelab_venv_path', '/opt/capturelab/venv')}/bin/capturelab"
+
+
+@pytest.fixture(scope="session")
+def lab(pytestconfig: pytest.Config) -> Lab:
+    inventory = pytestconfig.getoption("ansible_inventory", default=None)
+    if not inventory:
+        raise pytest.UsageError("--ansible-inventory is required (e.g. inventory/sim)")
+    data = dump_inventory(Path(inventory))
+    hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
+    if not hostvars:
+        raise InputError(f"inventory {inventory} has no hosts")
+    tiers = {t: sorted(group_members(data, t)) for t in TIER_GROUPS}
+    pattern = str(pytestconfig.getoption("hosts") or "ansible://all").removeprefix("ansible://")
+    selected = set(AnsibleRunner(inventory).get_hosts(pattern or "all"))
+    any_vars = hostvars[sorted(hostvars)[0]]
+    targets = targets_from_vars(any_vars, tiers)
+    pytestconfig.stash[EVIDENCE_KEY]["targets"] = targets.to_dict()
+    return Lab(Path(inventory), hostvars, tiers, selected, targets)
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``record(result, ...)`` adds results; the test's own outcome must agree with them."""
+    mine: list[Result] = []
+    request.node.stash[RESULTS_KEY] = mine
+
+    def add(*results: Result) -> None:
+        mine.extend(results)
+        request.config.stash[RESULTS_KEY].extend(results)
+
+    yield add
+
+
+@pytest.fixture(scope="session")
+def evidence(pytestconfig: pytest.Config) -> dict[str, Any]:
+    return pytestconfig.stash[EVIDENCE_KEY]
+
+
+def assert_passed(results: list[Result]) -> None:
+    """Fail the test if any recorded check failed, naming them."""
+    bad = [r for r in results if r.status in ("fail", "error")]
+    assert not bad, "; ".join(
+        f"{r.check} {r.node}: {r.value} {r.unit or ''} (target {r.target}) {r.detail}" for r in bad
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        mine = item.stash.get(RESULTS_KEY, [])
+        if not any(r.status in ("fail", "error") for r in mine):
+            assertion = call.excinfo is not None and call.excinfo.errisinstance(AssertionError)
+            message = str(call.excinfo.value) if call.excinfo else report.longreprtext
+            result = Result(
+                suite=item.module.__name__.removeprefix("test_") if item.module else "validation",
+                check=item.name,
+                node="lab",
+                status="fail" if assertion else "error",
+                detail=" ".join(message.split())[:500],
+                tool="pytest",
+            )
+            item.config.stash[RESULTS_KEY].append(result)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    results_path = Path(config.getoption("capturelab_results"))
+    evidence_path = Path(config.getoption("capturelab_evidence"))
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    evidence_path.parent.mkdir(parents=True, exist_ok=True)
+    write_results(results_path, config.stash[RESULTS_KEY])
+    evidence = dict(config.stash[EVIDENCE_KEY])
+    evidence["written"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    evidence_path.write_text(json.dumps(evidence, indent=1, sort_keys=True, default=str) + "\n")

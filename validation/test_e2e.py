@@ -1,0 +1,488 @@
+"""End to end: ``capturelab synth`` on every collector -> Kafka -> sink -> dataset -> fine-tune.
+
+Stages run in order and each records its wall-clock time (the report's timeline):
+
+1. **capture**: synth types a realistic session (with planted canaries) on every collector at
+   once; every event the collectors sequenced in that window must be stored exactly once (the
+   sink's audit of that sequence window: nothing missing, nothing twice).
+2. **erasure**: one collector switches to a fresh synthetic participant (a new consent record,
+   as provisioning would write it), captures, then that record is revoked. The collector must
+   stop, and the storage node must be left with zero records of that pseudonym (segments,
+   quarantine, grant), with a tombstone. The collector's own record is put back afterwards.
+3. **dataset**: the redacted dataset is built on the storage node; none of the canaries may be
+   in it, while the ordinary typed text is (so the canary check can fail).
+4. **finetune**: ``playbooks/finetune.yml`` ships the dataset to the processing node and
+   fine-tunes; the run's metrics must exist, name this dataset and hold a finite loss curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shlex
+import subprocess
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Lab, assert_passed
+from nodeconfig import read_yaml, run_json
+
+from capturelab.collector.synth import PHRASES
+from capturelab.errors import HostEnvironmentError
+from capturelab.results import Result
+from capturelab.validate.checks import stage_timeline
+
+SUITE = "e2e"
+CONSENT = "/etc/capturelab/consent.yml"
+COLLECTOR_CONFIG = "/etc/capturelab/collector.yml"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Run:
+    """State shared by the stages of one end-to-end run."""
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex[:10]
+        self.stages: list[tuple[str, float, float]] = []
+        self.canaries: list[str] = []
+        self.failed: str | None = None
+        self.dataset: dict[str, Any] = {}
+
+    def stage(self, name: str, start: float) -> None:
+        self.stages.append((name, start, time.time()))
+
+
+@pytest.fixture(scope="module")
+def e2e(evidence: dict[str, Any]) -> Any:
+    run = Run()
+    yield run
+    evidence["timeline"] = stage_timeline(run.stages)
+
+
+def _gate(run: Run, record: Any, check: str) -> None:
+    if run.failed:
+        result = Result(
+            SUITE, check, "lab", "skip", tool="pytest", detail=f"not run: stage {run.failed} failed"
+        )
+        record(result)
+        pytest.skip(result.detail)
+
+
+def _status(lab: Lab, node: str) -> dict[str, Any]:
+    doc: dict[str, Any] = run_json(lab, node, f"{lab.capturelab(node)} collector status --json")
+    return doc
+
+
+def _wait(what: str, probe: Any, timeout_s: float, every_s: float = 2.0) -> Any:
+    deadline = time.time() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise HostEnvironmentError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def _synth(lab: Lab, node: str, seconds: float, seed: int) -> dict[str, Any]:
+    """Type a session on ``node`` and return its manifest (counts and canaries)."""
+    config = read_yaml(lab, node, COLLECTOR_CONFIG)
+    inject = config.get("inject_dir")
+    if not inject:
+        raise HostEnvironmentError(
+            f"{node}: {COLLECTOR_CONFIG} has no inject_dir (collector_inject_dir): synth cannot "
+            "reach the daemon without /dev/uinput"
+        )
+    manifest = f"/run/capturelab-synth-{seed}.json"
+    command = (
+        f"{lab.capturelab(node)} synth --inject-dir {inject} --duration {seconds:g} --seed {seed} "
+        f"--speed 1 --manifest {manifest} --drain-timeout 120 >/dev/null && cat {manifest}; "
+        f"rc=$?; rm -f {manifest}; exit $rc"
+    )
+    doc: dict[str, Any] = run_json(lab, node, command, int(seconds) + 300)
+    return doc
+
+
+def _drained(lab: Lab, node: str) -> dict[str, Any] | None:
+    st = _status(lab, node)
+    return st if st["spool"]["items"] == 0 else None
+
+
+def _window(
+    lab: Lab, storage: str, root: str, collector: str, seqs: tuple[int, int]
+) -> dict[str, Any]:
+    doc = run_json(
+        lab,
+        storage,
+        f"{lab.capturelab(storage)} sink verify --root {root} --json --collector {collector} "
+        f"--seq-from {seqs[0]} --seq-to {seqs[1]}",
+    )
+    window: dict[str, Any] = doc["window"]
+    return window
+
+
+def _capture(lab: Lab, nodes: list[str], seconds: float, seed0: int) -> dict[str, Any]:
+    """synth on ``nodes`` at once; per node: seq window, manifest, collector id."""
+    before = {n: _status(lab, n) for n in nodes}
+    for node, st in before.items():
+        if st["state"] != "capturing":
+            raise HostEnvironmentError(f"{node}: the collector is {st['state']}: {st['reason']}")
+    manifests: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+
+    def one(node: str, seed: int) -> None:
+        try:
+            manifests[node] = _synth(lab, node, seconds, seed)
+        except Exception as exc:  # reported below with the node's name
+            errors.append(f"{node}: {exc}")
+
+    threads = [threading.Thread(target=one, args=(n, seed0 + i)) for i, n in enumerate(nodes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 400)
+    if errors:
+        raise HostEnvironmentError("; ".join(errors))
+    out = {}
+    for node in nodes:
+        after = _wait(f"{node}'s spool to drain", lambda n=node: _drained(lab, n), 180)
+        out[node] = {
+            "collector_id": after["collector_id"],
+            "first": before[node]["spool"]["next_seq"],
+            "next": after["spool"]["next_seq"],
+            "sealed": after["counters"].get("sealed_events", 0)
+            - before[node]["counters"].get("sealed_events", 0),
+            "pseudonym": after["pseudonym"],
+            "manifest": manifests[node],
+        }
+    return out
+
+
+def _stored(lab: Lab, storage: str, root: str, sent: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    windows: dict[str, dict[str, Any]] = {}
+
+    def complete() -> bool:
+        for node, s in sent.items():
+            if s["next"] > s["first"]:
+                windows[node] = _window(
+                    lab, storage, root, s["collector_id"], (s["first"], s["next"] - 1)
+                )
+        return all(w["stored"] >= w["expected"] for w in windows.values())
+
+    with contextlib.suppress(HostEnvironmentError):  # what is missing is reported below
+        _wait("the sink to store every event sent", complete, 180, 3)
+    return windows
+
+
+def _exactly_once(sent: dict[str, Any], windows: dict[str, dict[str, Any]]) -> list[Result]:
+    results = []
+    for node, s in sent.items():
+        expected = s["next"] - s["first"]
+        w = windows.get(node, {"stored": 0, "missing": [], "duplicates": 0})
+        ok = expected > 0 and s["sealed"] == expected and w["stored"] == expected
+        ok = ok and not w["missing"] and w["duplicates"] == 0
+        results.append(
+            Result(
+                SUITE,
+                "stored-exactly-once",
+                node,
+                "pass" if ok else "fail",
+                value=w["stored"],
+                target=expected,
+                unit="events",
+                tool="capturelab sink verify",
+                detail=f"{s['collector_id']} seq {s['first']}..{s['next'] - 1}: sent "
+                f"{expected} (sealed {s['sealed']}), stored {w['stored']}, missing "
+                f"{w['missing'] or 'none'}, duplicates {w['duplicates']}"
+                + ("" if expected else "; the collector sequenced nothing from synth"),
+            )
+        )
+    return results
+
+
+def test_capture_lands_exactly_once(lab: Lab, record: Any, e2e: Run) -> None:
+    collectors = lab.nodes("collectors")
+    storage = lab.nodes("storage")
+    if not collectors or not storage:
+        result = Result(
+            SUITE,
+            "stored-exactly-once",
+            "lab",
+            "skip",
+            tool="pytest",
+            detail="needs a collector and a storage node",
+        )
+        record(result)
+        pytest.skip(result.detail)
+    e2e.failed = "capture"
+    start = time.time()
+    root = str(read_yaml(lab, storage[0], "/etc/capturelab/sink.yml")["root"])
+    seconds = float(lab.var(collectors[0], "validation_e2e_seconds", 20))
+    sent = _capture(lab, collectors, seconds, 1000)
+    windows = _stored(lab, storage[0], root, sent)
+    e2e.canaries += [c["value"] for s in sent.values() for c in s["manifest"]["canaries"]]
+    e2e.stage("capture", start)
+    results = _exactly_once(sent, windows)
+    record(*results)
+    assert_passed(results)
+    e2e.failed = None
+
+
+def _write_consent(lab: Lab, node: str, text: str) -> None:
+    out = lab.run(node, f"cat > {CONSENT} <<'CAPTURELAB_EOF'\n{text}\nCAPTURELAB_EOF", 30)
+    if out.rc != 0:
+        raise HostEnvironmentError(f"{node}: cannot write {CONSENT}: {out.stderr.strip()}")
+
+
+def _erased(lab: Lab, storage: str, root: str, prefix: str) -> dict[str, Any] | None:
+    out = lab.run(storage, f"cat {root}/tombstones/{prefix}*.json 2>/dev/null", 30)
+    if out.rc != 0 or not out.stdout.strip():
+        return None
+    stone: dict[str, Any] = json.loads(out.stdout)
+    return stone if stone.get("state") == "erased" else None
+
+
+def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> None:
+    _gate(e2e, record, "erasure-leaves-zero-records")
+    node, storage = lab.nodes("collectors")[-1], lab.nodes("storage")[0]
+    root = str(read_yaml(lab, storage, "/etc/capturelab/sink.yml")["root"])
+    e2e.failed = "erasure"
+    start = time.time()
+    original = lab.run(node, f"cat {CONSENT}", 30).stdout
+    own = yaml.safe_load(original) or {}
+    now = datetime.now(UTC).replace(microsecond=0)
+    participant = {
+        "participant_id": f"validation-e2e-{e2e.id}",
+        "scopes": ["keys:text", "mouse", "context"],
+        "lawful_basis": "consent",
+        "granted": (now - timedelta(minutes=1)).isoformat(),
+        "expires": (now + timedelta(hours=1)).isoformat(),
+        "region": own.get("region", "lab"),
+    }
+    try:
+        before = _status(lab, node)["pseudonym"]
+        _write_consent(lab, node, yaml.safe_dump(participant, sort_keys=False))
+        _wait(
+            f"{node} to capture for the new participant",
+            lambda: (
+                (st := _status(lab, node))["pseudonym"] != before and st["state"] == "capturing"
+            ),
+            60,
+        )
+        sent = _capture(lab, [node], 8, 2000)
+        windows = _stored(lab, storage, root, sent)
+        e2e.canaries += [c["value"] for c in sent[node]["manifest"]["canaries"]]
+        prefix = sent[node]["pseudonym"]
+        held = lab.run(storage, f"find {root}/segments -maxdepth 1 -name '{prefix}*' | wc -l", 30)
+        landed = windows.get(node, {}).get("stored", 0)
+        revoked = dict(participant, revoked=datetime.now(UTC).replace(microsecond=0).isoformat())
+        _write_consent(lab, node, yaml.safe_dump(revoked, sort_keys=False))
+        stopped = _wait(
+            f"{node} to stop capturing",
+            lambda: (st := _status(lab, node))["state"] == "refused" and st,
+            60,
+        )
+        stone = _wait(
+            f"the tombstone of {prefix} on {storage}",
+            lambda: _erased(lab, storage, root, prefix),
+            180,
+        )
+        left = lab.run(
+            storage,
+            f"find {root}/segments {root}/quarantine {root}/consent -name '{prefix}*' "
+            "2>/dev/null | wc -l",
+            30,
+        )
+    finally:
+        _write_consent(lab, node, original.rstrip("\n"))
+    _wait(
+        f"{node} to capture for its own participant again",
+        lambda: _status(lab, node)["state"] == "capturing",
+        60,
+    )
+    e2e.stage("erasure", start)
+    remaining = int(left.stdout.strip() or "-1")
+    results = [
+        Result(
+            SUITE,
+            "erasure-had-data",
+            node,
+            "pass" if landed > 0 and held.stdout.strip() != "0" else "fail",
+            value=landed,
+            target=">0",
+            unit="events",
+            tool="capturelab sink verify",
+            detail="the revoked participant's events were stored before the revocation "
+            "(else the erasure check proves nothing)",
+        ),
+        Result(
+            SUITE,
+            "collector-stops-on-revocation",
+            node,
+            "pass",
+            value=stopped["state"],
+            target="refused",
+            tool="capturelab collector status",
+            detail=stopped["reason"],
+        ),
+        Result(
+            SUITE,
+            "erasure-leaves-zero-records",
+            storage,
+            "pass" if remaining == 0 else "fail",
+            value=remaining,
+            target=0,
+            unit="files",
+            tool="find on the array",
+            detail=f"segments, quarantine and grant of {prefix}...; tombstone: "
+            f"{stone['events_removed']} events, {stone['files_removed']} files removed",
+        ),
+    ]
+    record(*results)
+    assert_passed(results)
+    e2e.failed = None
+
+
+def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[str, Any]) -> None:
+    _gate(e2e, record, "dataset-no-canary")
+    storage = lab.nodes("storage")[0]
+    root = str(read_yaml(lab, storage, "/etc/capturelab/sink.yml")["root"])
+    out_dir = "/srv/capturelab/datasets"
+    e2e.failed = "dataset"
+    start = time.time()
+    built = run_json(
+        lab,
+        storage,
+        f"mkdir -p {out_dir} && {lab.capturelab(storage)} dataset build --store {root} "
+        f"--out {out_dir} --json",
+        900,
+    )
+    e2e.stage("dataset", start)
+    e2e.dataset = built
+    card = built["card"]
+    evidence["redaction_findings"] = card.get("redaction_findings", {})
+    evidence["dataset"] = {"id": card["dataset_id"], "counts": card["counts"]}
+    path = shlex.quote(built["path"])
+    patterns = " ".join(f"-e {shlex.quote(c)}" for c in e2e.canaries)
+    hits = lab.run(storage, f"grep -rlF {patterns} {path} | wc -l", 60) if e2e.canaries else None
+    control = " ".join(f"-e {shlex.quote(p)}" for p in PHRASES)
+    typed = lab.run(storage, f"grep -rhoF {control} {path} | wc -l", 60)
+    examples = sum(card["counts"]["examples"].values())
+    found = int(hits.stdout.strip()) if hits is not None else -1
+    results = [
+        Result(
+            SUITE,
+            "dataset-built",
+            storage,
+            "pass" if examples > 0 else "fail",
+            value=examples,
+            target=">0",
+            unit="examples",
+            tool="capturelab dataset build",
+            detail=f"dataset {card['dataset_id'][:16]}: {card['counts']['events_kept']} events "
+            f"kept of {card['counts']['events_read']}",
+        ),
+        Result(
+            SUITE,
+            "dataset-no-canary",
+            storage,
+            "pass" if found == 0 else "fail",
+            value=found,
+            target=0,
+            unit="files",
+            tool="grep -F on the dataset",
+            detail=f"{len(e2e.canaries)} canaries planted by synth (passwords at a prompt and "
+            "after a label, e-mail, card number)"
+            if e2e.canaries
+            else "synth planted no canary: nothing to look for",
+        ),
+        Result(
+            SUITE,
+            "dataset-holds-typed-text",
+            storage,
+            "pass" if int(typed.stdout.strip() or 0) > 0 else "fail",
+            value=int(typed.stdout.strip() or 0),
+            target=">0",
+            unit="matches",
+            tool="grep -F on the dataset",
+            detail="ordinary phrases synth typed are there, so the canary check can fail",
+        ),
+    ]
+    record(*results)
+    assert_passed(results)
+    e2e.failed = None
+
+
+def test_finetune_ran(lab: Lab, record: Any, e2e: Run, evidence: dict[str, Any]) -> None:
+    _gate(e2e, record, "finetune-metrics")
+    gpus = lab.nodes("processing")
+    if not gpus:
+        result = Result(
+            SUITE,
+            "finetune-metrics",
+            "lab",
+            "skip",
+            tool="pytest",
+            detail="no processing node selected",
+        )
+        record(result)
+        pytest.skip(result.detail)
+    node = gpus[0]
+    steps = int(lab.var(node, "validation_finetune_steps", 20))
+    e2e.failed = "finetune"
+    start = time.time()
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(lab.inventory),
+            str(REPO / "playbooks/finetune.yml"),
+            "-e",
+            f"finetune_steps={steps}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+        env=env,
+    )
+    e2e.stage("finetune", start)
+    if proc.returncode != 0:
+        raise HostEnvironmentError(
+            f"playbooks/finetune.yml exited {proc.returncode}: {proc.stdout[-1500:]}"
+        )
+    runs = lab.var(node, "processing_node_runs_dir", "/srv/capturelab/runs")
+    metrics = run_json(lab, node, f"cat {runs}/latest/metrics.json", 60)
+    loss = [float(x) for x in metrics.get("train", {}).get("loss_curve", [])]
+    evidence["loss_curve"] = loss
+    evidence["finetune"] = {"eval": metrics.get("eval"), "dataset_id": metrics.get("dataset_id")}
+    same = metrics.get("dataset_id") == e2e.dataset.get("card", {}).get("dataset_id")
+    finite = len(loss) == steps and all(math.isfinite(x) for x in loss)
+    results = [
+        Result(
+            SUITE,
+            "finetune-metrics",
+            node,
+            "pass" if same and finite else "fail",
+            value=len(loss),
+            target=steps,
+            unit="steps",
+            tool="capturelab train run",
+            detail=f"metrics.json of dataset {str(metrics.get('dataset_id'))[:16]} "
+            f"({'this run' if same else 'NOT this run'}'s dataset); loss "
+            f"{loss[0] if loss else '-'} -> {loss[-1] if loss else '-'}; eval "
+            f"{json.dumps(metrics.get('eval'))[:200]}",
+        ),
+    ]
+    record(*results)
+    assert_passed(results)
+    e2e.failed = None
