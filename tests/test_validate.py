@@ -14,12 +14,13 @@ from kafka_local import LocalKafka
 from test_sink_kafka import running, sink_config, topics
 
 from capturelab.cli import main
-from capturelab.errors import InputError
+from capturelab.errors import HostEnvironmentError, InputError
 from capturelab.power import Reading
 from capturelab.report.render import summary_lines, write_report
 from capturelab.results import Result, exit_code
 from capturelab.sink.audit import CollectorAudit, audit
 from capturelab.validate.checks import parse_iperf3, power_results, stage_timeline
+from capturelab.validate.connect import Connection, parse_rendered, rendered_connections
 from capturelab.validate.load import load_identity, offer, request_erasure
 from capturelab.validate.targets import targets_from_vars
 
@@ -213,3 +214,21 @@ def test_report_folder_html_junit_and_summary(tmp_path: Path):
     assert (
         "Not drawn (no data recorded): power, stage timeline" in (bare / "report.html").read_text()
     )
+
+
+def test_connections_render_like_ansible_and_map_to_native_backends():
+    inventory = REPO / "inventory/sim"
+    conns = rendered_connections(inventory)  # the debug module runs on the controller only
+    spec, kwargs = conns["collector-01"].spec(inventory)
+    assert spec == "docker://root@capturelab-collector-01" and kwargs == {}
+    spec, kwargs = conns["storage-01"].spec(inventory)
+    assert spec == "ssh://root@127.0.0.1:2222"
+    assert kwargs["ssh_identity_file"] == str(REPO / ".lab/ssh/id_ed25519")
+    assert "StrictHostKeyChecking=no" in kwargs["ssh_extra_args"]
+    # become, or a connection testinfra has no backend for, goes through Ansible itself
+    other = Connection("pi", "ssh", "10.0.0.5", become=True).spec(inventory)
+    assert other[0].startswith("ansible://pi?") and "force_ansible=true" in other[0]
+    with pytest.raises(HostEnvironmentError, match="pi: its connection variables do not render"):
+        parse_rendered(
+            json.dumps({"plays": [{"tasks": [{"hosts": {"pi": {"failed": True, "msg": "x"}}}]}]})
+        )

@@ -4,10 +4,11 @@
 
 (``capturelab validate`` and ``playbooks/validate.yml`` run exactly this and render the report.)
 
-Nodes are reached through Ansible itself (Testinfra's ansible backend with ``force_ansible``):
-the inventory's connection variables are Jinja templates (the sim lab's container names, the
-VM's forwarded port and key), which only Ansible renders, so every command goes where the
-playbooks go. Each test records its checks with the ``record`` fixture; a test that fails
+Nodes are reached the way Ansible reaches them: the inventory's connection variables may be
+Jinja templates (the sim lab's container names, the VM's forwarded port and key), which only
+Ansible renders, so one Ansible run renders them (``capturelab.validate.connect``) and the
+suites connect with exactly those settings (``--force-ansible`` is set for Testinfra's own
+``host`` fixture for the same reason). Each test records its checks with the ``record`` fixture; a test that fails
 without recording one is recorded as a failure (an assertion) or an environment error
 (anything else), so nothing is lost from the report.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from testinfra.utils.ansible_runner import AnsibleRunner
 from capturelab.errors import InputError
 from capturelab.lab.inventory import TIER_GROUPS, dump_inventory, group_members
 from capturelab.results import Result, write_results
+from capturelab.validate.connect import Connection, rendered_connections
 from capturelab.validate.targets import Targets, targets_from_vars
 
 RESULTS_KEY = pytest.StashKey[list[Result]]()
@@ -51,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if shutil.which("ansible-inventory") is None:  # run as .venv/bin/python without activating
+        os.environ["PATH"] = (
+            f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
     config.stash[RESULTS_KEY] = []
     config.stash[EVIDENCE_KEY] = {}
     hosts = config.getoption("hosts", default=None)
@@ -68,6 +76,7 @@ class Lab:
     selected: set[str]
     targets: Targets
     _hosts: dict[str, Any] = field(default_factory=dict)
+    _connections: dict[str, Connection] = field(default_factory=dict)
 
     def nodes(self, tier: str) -> list[str]:
         return [n for n in self.tiers.get(tier, []) if n in self.selected]
@@ -80,9 +89,12 @@ class Lab:
 
     def host(self, node: str) -> Any:
         if node not in self._hosts:
-            self._hosts[node] = testinfra.get_host(
-                f"ansible://{node}?ansible_inventory={self.inventory}&force_ansible=true"
-            )
+            if not self._connections:
+                self._connections.update(rendered_connections(self.inventory))
+            if node not in self._connections:
+                raise InputError(f"{node}: not a host of {self.inventory}")
+            spec, kwargs = self._connections[node].spec(self.inventory)
+            self._hosts[node] = testinfra.get_host(spec, **kwargs)
         return self._hosts[node]
 
     def run(self, node: str, command: str, timeout_s: int = 300) -> Any:
@@ -140,7 +152,7 @@ def assert_passed(results: list[Result]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if report.when == "call" and report.failed:
+    if report.when in ("setup", "call") and report.failed:
         mine = item.stash.get(RESULTS_KEY, [])
         if not any(r.status in ("fail", "error") for r in mine):
             assertion = call.excinfo is not None and call.excinfo.errisinstance(AssertionError)
