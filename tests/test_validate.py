@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from capturelab.cli import main
 from capturelab.errors import HostEnvironmentError, InputError
 from capturelab.power import Reading
 from capturelab.report.render import summary_lines, write_report
-from capturelab.results import Result, exit_code
+from capturelab.results import Result, exit_code, read_results
 from capturelab.sink.audit import CollectorAudit, audit
 from capturelab.validate.checks import parse_iperf3, power_results, stage_timeline
 from capturelab.validate.connect import Connection, parse_rendered, rendered_connections
@@ -232,3 +234,55 @@ def test_connections_render_like_ansible_and_map_to_native_backends():
         parse_rendered(
             json.dumps({"plays": [{"tasks": [{"hosts": {"pi": {"failed": True, "msg": "x"}}}]}]})
         )
+
+
+def test_suite_outcomes_always_reach_the_results_file(tmp_path: Path):
+    """A check recorded, an assertion without a record, a crash without one: all in results.json."""
+    suites = tmp_path / "validation"
+    suites.mkdir()
+    for name in ("conftest.py", "nodeconfig.py"):
+        (suites / name).write_text((REPO / "validation" / name).read_text())
+    (suites / "test_demo.py").write_text(
+        "from conftest import assert_passed\n"
+        "from capturelab.results import Result\n\n"
+        "def test_recorded(record):\n"
+        "    r = Result('demo', 'fast-enough', 'n1', 'fail', 1, 2, 'B/s', tool='t')\n"
+        "    record(r)\n"
+        "    assert_passed([r])\n\n"
+        "def test_assertion(record):\n"
+        "    assert 1 == 2, 'the numbers differ'\n\n"
+        "def test_crash(record):\n"
+        "    raise RuntimeError('tool missing')\n\n"
+        "def test_fine(record):\n"
+        "    record(Result('demo', 'ok', 'n1', 'pass', 1, 1))\n"
+    )
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(suites),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--capturelab-results",
+            str(out),
+            "--capturelab-evidence",
+            str(tmp_path / "ev.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    got = {(r.check, r.status) for r in read_results(out)}
+    assert got == {
+        ("fast-enough", "fail"),
+        ("test_assertion", "fail"),
+        ("test_crash", "error"),
+        ("ok", "pass"),
+    }
+    assert "the numbers differ" in json.dumps([r.to_dict() for r in read_results(out)])
+    assert exit_code(read_results(out)) == 2  # a check that could not run wins: environment

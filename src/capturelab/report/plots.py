@@ -43,8 +43,10 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
     return plt.subplots(figsize=(width, height))
 
 
-def _bars(results: Sequence[Result], title: str, caption: str, scale: float, unit: str) -> Plot:
-    fig, ax = _figure(8, 0.5 + 0.45 * len(results))
+def _bars(
+    results: Sequence[Result], title: str, caption: str, scale: float, unit: str, *, log: bool
+) -> Plot:
+    fig, ax = _figure(8, 1.6 + 0.45 * len(results))
     labels = [f"{r.check} ({r.node})" for r in results]
     values = [float(r.value) * scale for r in results]
     targets = [float(r.target) * scale for r in results]
@@ -54,6 +56,9 @@ def _bars(results: Sequence[Result], title: str, caption: str, scale: float, uni
     ax.scatter(targets, ys, marker="|", s=400, color="black", zorder=3, label="target")
     ax.set_yticks(list(ys), labels)
     ax.invert_yaxis()
+    if log:  # links and arrays run orders of magnitude above a small cohort's target
+        ax.set_xscale("log")
+        unit += " (log scale)"
     ax.set_xlabel(unit)
     ax.set_title(title)
     ax.legend(loc="lower right")
@@ -76,6 +81,7 @@ def throughput_plot(results: Sequence[Result]) -> Plot | None:
         "inventory's cohort and the planner give. Green met, red missed.",
         1 / 1e6,
         "MB/s",
+        log=True,
     )
 
 
@@ -91,6 +97,7 @@ def power_plot(results: Sequence[Result]) -> Plot | None:
         "marks are the inventory's budgets.",
         1.0,
         "W",
+        log=False,
     )
 
 
