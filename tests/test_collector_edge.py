@@ -94,6 +94,9 @@ def test_keys_text_scrubs_card_email_and_labelled_password() -> None:
     assert redacted and all(i[4] >= KeyClass.UNKNOWN for i in redacted)
     # every redacted press has a redacted release: the release would name the key otherwise
     assert sum(1 for i in redacted if i[5] == 1) == sum(1 for i in redacted if i[5] == 0)
+    # counted by kind (the collector's status; the validation report plots them)
+    assert set(edge.counters.findings) >= {"CARD", "EMAIL", "PASSWORD"}
+    assert sum(edge.counters.findings.values()) >= 3
 
 
 def test_label_before_an_idle_flush_still_marks_the_secret() -> None:

@@ -55,6 +55,11 @@ class Run:
         self.canaries: list[str] = []
         self.failed: str | None = None
         self.dataset: dict[str, Any] = {}
+        self.edge_findings: dict[str, int] = {}  # redaction at the collectors, by kind
+
+    def edge(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.edge_findings[kind] = self.edge_findings.get(kind, 0) + n
 
     def stage(self, name: str, start: float) -> None:
         self.stages.append((name, start, time.time()))
@@ -162,8 +167,19 @@ def _capture(lab: Lab, nodes: list[str], seconds: float, seed0: int) -> dict[str
             - before[node]["counters"].get("sealed_events", 0),
             "pseudonym": after["pseudonym"],
             "manifest": manifests[node],
+            "findings": _edge_delta(before[node]["counters"], after["counters"]),
         }
     return out
+
+
+def _edge_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Redactions the collector's edge filter made in the window, by kind."""
+    old, new = before.get("findings", {}), after.get("findings", {})
+    out = {f"edge: {k}": max(0, n - old.get(k, 0)) for k, n in new.items()}
+    out["edge: keys withheld (secure input)"] = max(
+        0, after.get("secure_input", 0) - before.get("secure_input", 0)
+    )
+    return {k: n for k, n in out.items() if n}
 
 
 def _stored(lab: Lab, storage: str, root: str, sent: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -229,6 +245,8 @@ def test_capture_lands_exactly_once(lab: Lab, record: Any, e2e: Run) -> None:
     sent = _capture(lab, collectors, seconds, 1000)
     windows = _stored(lab, storage[0], root, sent)
     e2e.canaries += [c["value"] for s in sent.values() for c in s["manifest"]["canaries"]]
+    for s in sent.values():
+        e2e.edge(s["findings"])
     e2e.stage("capture", start)
     results = _exactly_once(sent, windows)
     record(*results)
@@ -280,6 +298,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
         sent = _capture(lab, [node], 8, 2000)
         windows = _stored(lab, storage, root, sent)
         e2e.canaries += [c["value"] for c in sent[node]["manifest"]["canaries"]]
+        e2e.edge(sent[node]["findings"])
         prefix = sent[node]["pseudonym"]
         held = lab.run(storage, f"find {root}/segments -maxdepth 1 -name '{prefix}*' | wc -l", 30)
         landed = windows.get(node, {}).get("stored", 0)
@@ -368,7 +387,9 @@ def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[s
     e2e.stage("dataset", start)
     e2e.dataset = built
     card = built["card"]
-    evidence["redaction_findings"] = card.get("redaction_findings", {})
+    evidence["redaction_findings"] = e2e.edge_findings | {
+        f"dataset: {k}": n for k, n in card.get("redaction_findings", {}).items()
+    }
     evidence["dataset"] = {"id": card["dataset_id"], "counts": card["counts"]}
     path = shlex.quote(built["path"])
     patterns = " ".join(f"-e {shlex.quote(c)}" for c in e2e.canaries)
@@ -400,7 +421,8 @@ def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[s
             unit="files",
             tool="grep -F on the dataset",
             detail=f"{len(e2e.canaries)} canaries planted by synth (passwords at a prompt and "
-            "after a label, e-mail, card number)"
+            f"after a label, e-mail, card number); redacted: {e2e.edge_findings or 'none'} at "
+            f"the edge, {card.get('redaction_findings') or 'none'} in the builder"
             if e2e.canaries
             else "synth planted no canary: nothing to look for",
         ),

@@ -95,6 +95,11 @@ class EdgeCounters:
     redacted_titles: int = 0
     screenshots: int = 0
     screenshots_withheld: int = 0
+    findings: dict[str, int] = field(default_factory=dict)  # redaction findings by kind
+
+    def found(self, kinds: Iterable[str]) -> None:
+        for kind in kinds:
+            self.findings[kind] = self.findings.get(kind, 0) + 1
 
 
 class EdgeFilter:
@@ -257,6 +262,7 @@ class EdgeFilter:
             start, end = max(finding.start - len(tail), 0), finding.end - len(tail)
             if end <= 0:
                 continue
+            self.counters.found([finding.kind])
             redacted_entries.update(buf.chars[i][1] for i in range(start, min(end, len(buf.chars))))
             redacted_entries.update(i for pos, i in buf.deleted if start <= pos <= end)
         redacted_entries.update(rel for rel, press in buf.releases if press in redacted_entries)
@@ -303,6 +309,7 @@ class EdgeFilter:
         if app_findings or title_findings:
             flags = int(EventFlag.REDACTED)
             self.counters.redacted_titles += 1
+            self.counters.found(f.kind for f in (*app_findings, *title_findings))
         self.out.append((mono_ns, wall_ns, clean_app, clean_title, flags))
 
 
