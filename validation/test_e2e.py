@@ -53,6 +53,7 @@ class Run:
         self.id = uuid.uuid4().hex[:10]
         self.stages: list[tuple[str, float, float]] = []
         self.canaries: list[str] = []
+        self.canary_kinds: list[str] = []
         self.failed: str | None = None
         self.dataset: dict[str, Any] = {}
         self.edge_findings: dict[str, int] = {}  # redaction at the collectors, by kind
@@ -245,6 +246,7 @@ def test_capture_lands_exactly_once(lab: Lab, record: Any, e2e: Run) -> None:
     sent = _capture(lab, collectors, seconds, 1000)
     windows = _stored(lab, storage[0], root, sent)
     e2e.canaries += [c["value"] for s in sent.values() for c in s["manifest"]["canaries"]]
+    e2e.canary_kinds += [c["kind"] for s in sent.values() for c in s["manifest"]["canaries"]]
     for s in sent.values():
         e2e.edge(s["findings"])
     e2e.stage("capture", start)
@@ -298,6 +300,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
         sent = _capture(lab, [node], 8, 2000)
         windows = _stored(lab, storage, root, sent)
         e2e.canaries += [c["value"] for c in sent[node]["manifest"]["canaries"]]
+        e2e.canary_kinds += [c["kind"] for c in sent[node]["manifest"]["canaries"]]
         e2e.edge(sent[node]["findings"])
         prefix = sent[node]["pseudonym"]
         held = lab.run(storage, f"find {root}/segments -maxdepth 1 -name '{prefix}*' | wc -l", 30)
@@ -420,8 +423,8 @@ def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[s
             target=0,
             unit="files",
             tool="grep -F on the dataset",
-            detail=f"{len(e2e.canaries)} canaries planted by synth (passwords at a prompt and "
-            f"after a label, e-mail, card number); redacted: {e2e.edge_findings or 'none'} at "
+            detail=f"{len(e2e.canaries)} canaries planted by synth "
+            f"({', '.join(sorted(set(e2e.canary_kinds)))}); redacted: {e2e.edge_findings or 'none'} at "
             f"the edge, {card.get('redaction_findings') or 'none'} in the builder"
             if e2e.canaries
             else "synth planted no canary: nothing to look for",

@@ -2,16 +2,17 @@
 
 The frames are what a collector sends (``capturelab.schema``: zstd batches with CRC32C), from a
 load collector id unique to the run, so its sequences start at 0 and the sink's audit can prove
-that every one landed exactly once. The rate is paced by schedule: frame ``k`` leaves at
-``t0 + k x frame_bytes / rate``; if the gateway pushes back, the schedule slips and the achieved
-rate shows it. Bounded: a fixed frame count and a deadline. The pseudonym belongs to no
+that every one landed exactly once. The rate is paced by schedule: a frame is due at
+``t0 + bytes_sent_before_it / rate`` and frames are sent while their due time is within the
+window; the achieved rate is ``bytes / max(window, time of the last send)``, so it reads at
+least the offered rate unless the producer fell more than one frame interval behind (the
+gateway pushed back). Bounded: the window, and a deadline. The pseudonym belongs to no
 participant (no grant is ever announced for it), so no dataset includes it, and the suite asks
 for its erasure when it is done.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ class LoadResult:
     events: int
     bytes: int
     offered_bytes_per_s: float
+    window_seconds: float
     started: float  # wall clock (time.time()) of the first send
     last_sent: float
     last_acked: float
@@ -44,11 +46,8 @@ class LoadResult:
 
     @property
     def achieved_bytes_per_s(self) -> float:
-        """Bytes over the sending window; one frame's interval is added so a kept schedule
-        reads as the offered rate exactly."""
-        interval = self.bytes / self.frames / self.offered_bytes_per_s if self.frames else 0.0
-        window = self.send_seconds + interval
-        return self.bytes / window if window > 0 else 0.0
+        """Bytes over the window, or over the sending time when sending ran past it."""
+        return self.bytes / max(self.window_seconds, self.send_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,9 +83,6 @@ def offer(
         return encode_batch(Batch(collector_id, pseudonym, events))
 
     per_frame = events_per_frame(frame_bytes, frame)
-    size = len(frame(0, per_frame))
-    count = max(1, math.ceil(rate_bytes_per_s * seconds / size))
-    interval = size / rate_bytes_per_s
     deadline = deadline_s if deadline_s is not None else seconds * 2 + 60
     producer = Producer(producer_config(bootstrap, collector_id))
     errors: list[str] = []
@@ -97,19 +93,18 @@ def offer(
             errors.append(str(err))
         acked_at[0] = time.time()
 
-    total = 0
+    total = count = 0
     started = time.time()
     t0 = time.monotonic()
-    last_sent = started
-    for k in range(count):
-        due = t0 + k * interval
+    last_sent, last_mono = started, t0
+    while (due := t0 + total / rate_bytes_per_s) <= t0 + seconds:
         while (now := time.monotonic()) < due:
             producer.poll(min(due - now, 0.05))
         if now - t0 > deadline:
             raise CapturelabError(
-                f"load: {k} of {count} frames sent before the {deadline:.0f} s deadline"
+                f"load: {count} frames ({total:,} bytes) sent before the {deadline:.0f} s deadline"
             )
-        data = frame(k * per_frame, per_frame)
+        data = frame(count * per_frame, per_frame)
         while True:
             try:
                 producer.produce(topic, value=data, key=collector_id.encode(), callback=delivered)
@@ -117,7 +112,8 @@ def offer(
             except BufferError:
                 producer.poll(0.05)
         total += len(data)
-        last_sent = time.time()
+        count += 1
+        last_sent, last_mono = time.time(), time.monotonic()
         producer.poll(0)
     left = producer.flush(max(5.0, deadline - (time.monotonic() - t0)))
     if left or errors:
@@ -132,10 +128,11 @@ def offer(
         events=count * per_frame,
         bytes=total,
         offered_bytes_per_s=rate_bytes_per_s,
+        window_seconds=seconds,
         started=started,
         last_sent=last_sent,
         last_acked=acked_at[0],
-        send_seconds=last_sent - started,
+        send_seconds=last_mono - t0,
     )
 
 
