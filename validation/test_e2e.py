@@ -35,7 +35,7 @@ import yaml
 from conftest import Lab, assert_passed
 from nodeconfig import read_yaml, run_json
 
-from capturelab.collector.synth import PHRASES
+from capturelab.collector.synth import CANARY_KINDS, PHRASES
 from capturelab.errors import HostEnvironmentError
 from capturelab.results import Result
 from capturelab.validate.checks import stage_timeline
@@ -401,7 +401,20 @@ def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[s
     typed = lab.run(storage, f"grep -rhoF {control} {path} | wc -l", 60)
     examples = sum(card["counts"]["examples"].values())
     found = int(hits.stdout.strip()) if hits is not None else -1
+    planted = sorted(set(e2e.canary_kinds))
     results = [
+        Result(
+            SUITE,
+            "canaries-cover-every-kind",
+            "lab",
+            "pass" if set(CANARY_KINDS) <= set(planted) else "fail",
+            value=len(planted),
+            target=len(CANARY_KINDS),
+            unit="kinds",
+            tool="capturelab synth --manifest",
+            detail=f"planted: {', '.join(planted) or 'none'} (a longer validation_e2e_seconds "
+            "plants more)",
+        ),
         Result(
             SUITE,
             "dataset-built",

@@ -53,6 +53,8 @@ PHRASES = (
 APPS = (("xterm", "alice@lab: ~/projects"), ("firefox", "Docs - Mozilla Firefox"),
         ("code", "pipeline.py - Visual Studio Code"))  # fmt: skip
 F_SETPIPE_SZ = 1031
+# What synth plants, in this order (a session of about 40 s plants each once).
+CANARY_KINDS = ("prompt_password", "label_password", "email", "card")
 
 
 @dataclass
@@ -230,7 +232,7 @@ def build_busy_session(
 
 def _plant(b: _Builder, rng: random.Random, n: int, app: tuple[str, str]) -> None:
     tag = f"{rng.randrange(16**6):06x}"
-    kind = ("prompt_password", "label_password", "email", "card")[n % 4]
+    kind = CANARY_KINDS[n % len(CANARY_KINDS)]
     if kind == "prompt_password":
         value = f"Canary{tag}Pw!"
         b.focus("xterm", "[sudo] password for alice")
