@@ -41,3 +41,17 @@ def first_bootstrap(config: dict[str, Any], node: str, path: str) -> tuple[str, 
     if not host or not port.isdigit():
         raise HostEnvironmentError(f"{node}: {path} bootstrap_servers {raw!r} is not host:port")
     return host, int(port)
+
+
+def sink_window(
+    lab: Any, storage: str, root: str, collector: str, seqs: tuple[int, int]
+) -> dict[str, Any]:
+    """``capturelab sink verify`` of one collector's sequence window on the storage node."""
+    doc = run_json(
+        lab,
+        storage,
+        f"{lab.capturelab(storage)} sink verify --root {root} --json --collector {collector} "
+        f"--seq-from {seqs[0]} --seq-to {seqs[1]}",
+    )
+    window: dict[str, Any] = doc["window"]
+    return window

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Lab, assert_passed
-from nodeconfig import read_yaml, run_json
+from nodeconfig import read_yaml, run_json, sink_window
 
 from capturelab.collector.synth import CANARY_KINDS, PHRASES
 from capturelab.errors import HostEnvironmentError
@@ -122,19 +122,6 @@ def _drained(lab: Lab, node: str) -> dict[str, Any] | None:
     return st if st["spool"]["items"] == 0 else None
 
 
-def _window(
-    lab: Lab, storage: str, root: str, collector: str, seqs: tuple[int, int]
-) -> dict[str, Any]:
-    doc = run_json(
-        lab,
-        storage,
-        f"{lab.capturelab(storage)} sink verify --root {root} --json --collector {collector} "
-        f"--seq-from {seqs[0]} --seq-to {seqs[1]}",
-    )
-    window: dict[str, Any] = doc["window"]
-    return window
-
-
 def _capture(lab: Lab, nodes: list[str], seconds: float, seed0: int) -> dict[str, Any]:
     """synth on ``nodes`` at once; per node: seq window, manifest, collector id."""
     before = {n: _status(lab, n) for n in nodes}
@@ -189,7 +176,7 @@ def _stored(lab: Lab, storage: str, root: str, sent: dict[str, Any]) -> dict[str
     def complete() -> bool:
         for node, s in sent.items():
             if s["next"] > s["first"]:
-                windows[node] = _window(
+                windows[node] = sink_window(
                     lab, storage, root, s["collector_id"], (s["first"], s["next"] - 1)
                 )
         return all(w["stored"] >= w["expected"] for w in windows.values())

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import Lab, assert_passed
-from nodeconfig import first_bootstrap, read_yaml, run_json
+from nodeconfig import first_bootstrap, read_yaml, run_json, sink_window
 
 from capturelab.results import Result
 from capturelab.validate.checks import bound, parse_iperf3
@@ -206,17 +206,6 @@ def test_array_fio_and_sink(lab: Lab, record: Any) -> None:
     assert_passed(results)
 
 
-def _landed(lab: Lab, storage: str, root: str, collector_id: str, last_seq: int) -> dict[str, Any]:
-    doc = run_json(
-        lab,
-        storage,
-        f"{lab.capturelab(storage)} sink verify --root {root} --json --collector {collector_id} "
-        f"--seq-from 0 --seq-to {last_seq}",
-    )
-    window: dict[str, Any] = doc["window"]
-    return window
-
-
 def test_sustained_ingest_at_cohort_rate(lab: Lab, record: Any) -> None:
     storage, config = _sink(lab)
     if config.get("security"):
@@ -247,7 +236,7 @@ def test_sustained_ingest_at_cohort_rate(lab: Lab, record: Any) -> None:
     window: dict[str, Any] = {}
     landed_at = None
     while time.time() < deadline:
-        window = _landed(lab, storage, root, load.collector_id, load.events - 1)
+        window = sink_window(lab, storage, root, load.collector_id, (0, load.events - 1))
         if window["stored"] >= window["expected"]:
             landed_at = time.time()
             break
