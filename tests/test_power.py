@@ -56,7 +56,9 @@ def fake_run(outputs: dict[str, tuple[int, str]]):  # type: ignore[no-untyped-de
 def test_pmic_sums_rails_with_both_readings_and_applies_the_calibration():
     rail_sum, rails = parse_pmic(PMIC)
     assert rails == 8  # EXT5V and BATT have no current reading
-    expected = 0.00390372 * 3.745054 + 0.05173344 * 3.311363 + 0.166935 * 1.799635 + 0.02049453 * 1.11
+    expected = (
+        0.00390372 * 3.745054 + 0.05173344 * 3.311363 + 0.166935 * 1.799635 + 0.02049453 * 1.11
+    )
     expected += 0.1864248 * 1.104875 + 0.3309192 * 0.8007328 + 0.7191 * 0.7201
     assert rail_sum == pytest.approx(expected)
     reading = best_reading("pi5-01", ["collectors"], fake_run({"vcgencmd": (0, PMIC)}))
@@ -102,9 +104,22 @@ def plug_server() -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.startswith("/rpc/Switch.GetStatus?id=0"):
-                body = {"id": 0, "source": "init", "output": True, "apower": 118.4, "voltage": 229.8}
-            elif self.path.startswith("/cm?cmnd=Status+8") or self.path.startswith("/cm?cmnd=Status%208"):
-                body = {"StatusSNS": {"Time": "2026-11-22T10:00:00", "ENERGY": {"Power": [240, 12], "Voltage": 230}}}
+                body = {
+                    "id": 0,
+                    "source": "init",
+                    "output": True,
+                    "apower": 118.4,
+                    "voltage": 229.8,
+                }
+            elif self.path.startswith("/cm?cmnd=Status+8") or self.path.startswith(
+                "/cm?cmnd=Status%208"
+            ):
+                body = {
+                    "StatusSNS": {
+                        "Time": "2026-11-22T10:00:00",
+                        "ENERGY": {"Power": [240, 12], "Voltage": 230},
+                    }
+                }
             else:
                 self.send_response(404)
                 self.end_headers()
@@ -158,7 +173,23 @@ def test_training_energy_meter_reads_package_zones_across_a_wrap(tmp_path):
     meter.start()
     (package / "energy_uj").write_text("2000\n")
     result = meter.stop()
-    assert result["joules"] == pytest.approx(0.003) and result["source"] == "measured: cpu_package_rapl"
+    assert (
+        result["joules"] == pytest.approx(0.003)
+        and result["source"] == "measured: cpu_package_rapl"
+    )
     nothing = EnergyMeter(powercap=tmp_path / "absent", nvidia_smi="")
     nothing.start()
     assert nothing.stop()["source"] == "unavailable"
+
+
+def test_inventory_power_variables_are_checked_naming_the_host():
+    from capturelab.power import inventory_power  # noqa: PLC0415
+
+    assert inventory_power("gw", {"type": "shelly", "url": "http://p"}, 95) == (
+        {"type": "shelly", "url": "http://p"},
+        95.0,
+    )
+    with pytest.raises(InputError, match="gw: power_nameplate_w must be watts"):
+        inventory_power("gw", None, "ninety")
+    with pytest.raises(InputError, match="gw: power_plug must be a mapping"):
+        inventory_power("gw", "http://p", None)

@@ -13,7 +13,7 @@ from typing import Any
 
 from conftest import Lab, assert_passed
 
-from capturelab.power import Reading, best_reading
+from capturelab.power import Reading, best_reading, inventory_power
 from capturelab.validate.checks import power_results
 
 SUITE = "power"
@@ -24,13 +24,15 @@ def _reading(lab: Lab, node: str) -> Reading:
         out = lab.run(node, command, 30)
         return out.rc, out.stdout
 
-    declared = lab.var(node, "power_nameplate_w")
+    plug, declared = inventory_power(
+        node, lab.var(node, "power_plug"), lab.var(node, "power_nameplate_w")
+    )
     return best_reading(
         node,
         lab.groups_of(node),
         run,
-        plug=lab.var(node, "power_plug"),
-        declared_w=float(declared) if declared is not None else None,
+        plug=plug,
+        declared_w=declared,
     )
 
 

@@ -167,6 +167,19 @@ def read_rapl(run: Run, seconds: float = 1.0) -> float | None:
     return parse_rapl_pair(out, wraps, seconds) if rc == 0 else None
 
 
+def inventory_power(
+    node: str, plug: Any, nameplate_w: Any
+) -> tuple[Mapping[str, Any] | None, float | None]:
+    """A host's ``power_plug`` and ``power_nameplate_w`` checked, naming the host and variable."""
+    if plug is not None and not isinstance(plug, Mapping):
+        raise InputError(f"{node}: power_plug must be a mapping {{type, url, id}}, got {plug!r}")
+    if nameplate_w is None:
+        return plug, None
+    if isinstance(nameplate_w, bool) or not isinstance(nameplate_w, int | float) or nameplate_w < 0:
+        raise InputError(f"{node}: power_nameplate_w must be watts (>= 0), got {nameplate_w!r}")
+    return plug, float(nameplate_w)
+
+
 def nameplate(node: str, tiers: list[str], declared: float | None) -> Reading:
     if declared is not None:
         return Reading(
