@@ -28,9 +28,11 @@ def test_sink_frames_are_distinct_identities_of_the_requested_volume():
     assert sum(map(len, frames)) >= 4 << 20
 
 
-def test_run_sink_stores_every_frame_and_cleans_up(tmp_path: Path):
+@pytest.mark.parametrize(("direct_io", "mode"), [(True, "direct"), (False, "buffered")])
+def test_run_sink_stores_every_frame_and_cleans_up(tmp_path: Path, direct_io: bool, mode: str):
     frames = storage.sink_frames(2, 16)
-    result = storage.run_sink(tmp_path, frames, flush_every=7)
+    result, used = storage.run_sink(tmp_path, frames, flush_every=7, direct_io=direct_io)
+    assert used == mode
     assert result.bytes == sum(map(len, frames))
     assert result.mib_per_s > 0
     assert list(tmp_path.iterdir()) == []  # scratch removed
@@ -66,3 +68,4 @@ def test_end_to_end_json(tmp_path: Path):
         doc["ours"]["mib_per_s"] / doc["reference"]["mib_per_s"]
     )
     assert set(doc) >= {"machine", "date", "command", "notes", "geometry", "met"}
+    assert doc["ours"]["sink_io"] == "auto" and doc["ours"]["write_mode"] in ("direct", "buffered")

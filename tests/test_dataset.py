@@ -87,7 +87,10 @@ def test_grant_window_erasure_and_missing_grants(tmp_path: Path) -> None:
     assert built.card["counts"]["pseudonyms"] == 1
 
     grant(store, P2, ALL)
-    assert build(store, tmp_path / "out", BuildOptions(eval_fraction=0)).card["counts"]["pseudonyms"] == 2
+    assert (
+        build(store, tmp_path / "out", BuildOptions(eval_fraction=0)).card["counts"]["pseudonyms"]
+        == 2
+    )
     Tombstones(Layout(store)).erase(P2.hex(), datetime.now(UTC), "consent_revoked")
     after = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
     assert after.card["counts"]["pseudonyms"] == 1
@@ -99,14 +102,18 @@ def test_screenshots_only_with_their_scope(tmp_path: Path) -> None:
     store = tmp_path / "store"
     events = raw_events(build_session(5, 60, canaries=False))
     image = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
-    shot = ScreenshotEvent(len(events), 0, events[-1].wall_ns + 1, image, ImageFormat.JPEG, EventFlag.SYNTHETIC)
+    shot = ScreenshotEvent(
+        len(events), 0, events[-1].wall_ns + 1, image, ImageFormat.JPEG, EventFlag.SYNTHETIC
+    )
     land(store, "c1", P1, [*events, shot])
     grant(store, P1, ALL)
     without = build(store, tmp_path / "a", BuildOptions(eval_fraction=0, min_history=1, horizon=1))
     assert without.card["excluded"] == {"scope not granted: screenshots": 1}
     assert not list((without.path / "images").iterdir())
     grant(store, P1, [*ALL, Scope.SCREENSHOTS], granted="2026-02-01T00:00:00+00:00")
-    with_scope = build(store, tmp_path / "b", BuildOptions(eval_fraction=0, min_history=1, horizon=1))
+    with_scope = build(
+        store, tmp_path / "b", BuildOptions(eval_fraction=0, min_history=1, horizon=1)
+    )
     (name,) = [p.name for p in (with_scope.path / "images").iterdir()]
     assert (with_scope.path / "images" / name).read_bytes() == image
     assert f"screenshot {name}" in dataset_text(with_scope.path)
@@ -131,7 +138,9 @@ def test_sessions_split_whole_and_builds_are_reproducible(tmp_path: Path) -> Non
     store = tmp_path / "store"
     seq = 0
     for i in range(6):  # six sessions, an hour apart
-        events = raw_events(build_session(20 + i, 90, canaries=False), first_seq=seq, t0=T0 + i * HOUR_NS)
+        events = raw_events(
+            build_session(20 + i, 90, canaries=False), first_seq=seq, t0=T0 + i * HOUR_NS
+        )
         seq += len(events)
         land(store, "c1", P1, events)
     grant(store, P1, ALL)

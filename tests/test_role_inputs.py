@@ -185,12 +185,19 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
     ("extra", "needle"),
     [
         ({"processing_node_nvidia": "maybe"}, "processing_node_nvidia must be auto, true or false"),
-        ({"processing_node_nvidia_source": "ppa"}, "processing_node_nvidia_source must be nvidia or debian"),
+        (
+            {"processing_node_nvidia_source": "ppa"},
+            "processing_node_nvidia_source must be nvidia or debian",
+        ),
         ({"processing_node_power_limit_w": -5}, "processing_node_power_limit_w must be 0"),
         ({"processing_node_runs_dir": "runs"}, "must be absolute paths"),
         ({"processing_node_base_model": ""}, "processing_node_base_model is empty"),
         (
-            {"processing_node_model_wheels": [{"name": "m", "version": "1", "file": "m.whl", "sha256": "abc"}]},
+            {
+                "processing_node_model_wheels": [
+                    {"name": "m", "version": "1", "file": "m.whl", "sha256": "abc"}
+                ]
+            },
             "processing_node_model_wheels: m must pin a 64-hex sha256",
         ),
     ],

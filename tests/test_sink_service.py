@@ -101,3 +101,36 @@ def test_failed_flush_rewinds_and_pauses(tmp_path: Path):
     assert sorted(consumer.seeks) == [("capture.events", 0, 10), ("capture.events", 2, 3)]
     assert consumer.paused and service.status.state == "paused"
     assert "volume full" in service.status.reason
+
+
+def test_a_write_failure_mid_batch_rewinds_every_partition_it_touched(tmp_path: Path):
+    """A put that fails after earlier frames of its segment were put but not flushed: those
+    frames are gone with it, so the flush must fail and the rewind must also cover the failed
+    message's partition, where nothing had been processed yet in this batch."""
+    service = _service(tmp_path)
+    consumer: FakeConsumer = service.consumer  # type: ignore[assignment]
+    real_put = service.store.put
+    calls: list[str] = []
+
+    def put(value: bytes, origin: str) -> Any:
+        calls.append(origin)
+        if origin == "capture.events-2-3":
+            service.store._failed = OSError(28, "No space left on device")
+            raise DiskFullError("test: write failed")
+        return real_put(value, origin)
+
+    service.store.put = put  # type: ignore[method-assign]
+    service._process(
+        [
+            Msg("capture.events", 0, 10, frame("c1", 0, 5)),
+            Msg("capture.events", 2, 3, frame("c2", 0, 5)),
+            Msg("capture.events", 2, 4, frame("c2", 5, 5)),
+        ]
+    )
+    assert calls == ["capture.events-0-10", "capture.events-2-3"]
+    assert consumer.commits == []
+    assert sorted(consumer.seeks) == [("capture.events", 0, 10), ("capture.events", 2, 3)]
+    assert consumer.paused and service._backlog == []
+    assert not list((tmp_path / "segments").rglob("*.idx")) or all(
+        p.stat().st_size == 0 for p in (tmp_path / "segments").rglob("*.idx")
+    )

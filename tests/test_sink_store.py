@@ -13,6 +13,7 @@ from sinkdata import T0, frame, frames, pseudonym
 
 from capturelab.errors import InputError
 from capturelab.sink import index as idx
+from capturelab.sink.appender import BLOCK
 from capturelab.sink.audit import audit
 from capturelab.sink.config import load_config
 from capturelab.sink.erasure import Tombstone, Tombstones, expire
@@ -23,9 +24,26 @@ P1 = pseudonym("p1").hex()
 P2 = pseudonym("p2").hex()
 
 
+IO_MODES = {
+    # O_DIRECT, required, one block per background write: every path of the appender runs
+    "direct": {"direct_io": True, "write_chunk": BLOCK},
+    "direct-default-chunk": {"direct_io": True},
+    "buffered": {"direct_io": False},
+}
+_mode: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True, params=sorted(IO_MODES))
+def io_mode(request: pytest.FixtureRequest) -> str:
+    """Every test of the store runs with each way of writing segments."""
+    _mode.clear()
+    _mode.update(IO_MODES[request.param])
+    return str(request.param)
+
+
 def _store(root: Path, **kw: object) -> SegmentStore:
     stones = Tombstones(Layout(root))
-    return SegmentStore(root, erased=stones.erased, **kw)  # type: ignore[arg-type]
+    return SegmentStore(root, erased=stones.erased, **{**_mode, **kw})  # type: ignore[arg-type]
 
 
 def test_layout_follows_the_design(tmp_path: Path):
@@ -59,24 +77,28 @@ def test_redelivery_lands_once_even_after_restart(tmp_path: Path):
 
 
 def test_crash_before_flush_cuts_the_tail_and_redelivery_fills_it(tmp_path: Path):
-    store = _store(tmp_path)
-    batch = frames("c1", 6)
+    store = _store(tmp_path, write_chunk=BLOCK)
+    batch = frames("c1", 40)  # the 37 unflushed ones fill more than a block
     for f in batch[:3]:
         store.put(f, "x")
     store.flush()
     for f in batch[3:]:
-        store.put(f, "x")  # written, not fsynced, offsets never committed
+        store.put(f, "x")  # written (direct: the whole blocks), not synced, never committed
+    if store.writer is not None:
+        store.writer.shutdown()  # the background writes landed before the "crash"
     # crash: the process dies without flush; the next start must not trust those bytes
     seg = next((tmp_path / "segments").rglob("*.seg"))
-    assert seg.stat().st_size > sum(len(f) for f in batch[:3])
+    flushed = sum(len(f) for f in batch[:3])
+    on_disk = seg.stat().st_size
+    assert on_disk > flushed
     restarted = _store(tmp_path)
-    assert seg.stat().st_size == sum(len(f) for f in batch[:3])
-    assert restarted.counters.recovered_bytes_cut == sum(len(f) for f in batch[3:])
+    assert seg.stat().st_size == flushed
+    assert restarted.counters.recovered_bytes_cut == on_disk - flushed
     outcomes = [restarted.put(f, "redelivered") for f in batch]
-    assert outcomes == [Outcome.DUPLICATE] * 3 + [Outcome.STORED] * 3
+    assert outcomes == [Outcome.DUPLICATE] * 3 + [Outcome.STORED] * 37
     restarted.flush()
     result = audit(tmp_path, frames=True)
-    assert result.ok() and result.events == 300
+    assert result.ok() and result.events == 2000
 
 
 def test_torn_index_record_is_dropped(tmp_path: Path):
@@ -114,7 +136,7 @@ def test_corrupt_and_reframed_batches_are_quarantined_not_dropped(tmp_path: Path
 
 def test_erasure_leaves_zero_records_and_refuses_redelivery(tmp_path: Path):
     stones = Tombstones(Layout(tmp_path))
-    store = SegmentStore(tmp_path, erased=stones.erased)
+    store = SegmentStore(tmp_path, erased=stones.erased, **_mode)  # type: ignore[arg-type]
     mine, theirs = frames("c1", 4, who="p1"), frames("c2", 4, who="p2")
     for f in mine + theirs:
         store.put(f, "x")
@@ -254,6 +276,11 @@ def test_config_errors_name_the_field(tmp_path: Path):
         load_config(path)
     path.write_text("root: /x\nbootstrap_servers: gw:9092\nflush_max_messages: 64\n")
     assert load_config(path).flush_max_messages == 64
+    path.write_text("root: /x\nbootstrap_servers: gw:9092\ndirect_io: on\n")  # YAML: True
+    with pytest.raises(InputError, match="field direct_io must be one of auto, direct, buffered"):
+        load_config(path)
+    path.write_text("root: /x\nbootstrap_servers: gw:9092\ndirect_io: buffered\n")
+    assert load_config(path).direct_io == "buffered"
 
 
 def test_full_decode_files_batches_like_the_peek(tmp_path: Path):

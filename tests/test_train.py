@@ -54,7 +54,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_lora_fine_tune_of_the_pretrained_lab_model(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    path = run(dataset, out, RunOptions(model="smollm2", device="cpu", eval_examples=4, train=SMALL))
+    path = run(
+        dataset, out, RunOptions(model="smollm2", device="cpu", eval_examples=4, train=SMALL)
+    )
     metrics = json.loads((path / "metrics.json").read_text())
     assert (path / "adapter" / "adapter_config.json").is_file()
     assert (path / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
@@ -79,7 +81,9 @@ def test_bad_models_are_refused_by_name(tmp_path: Path) -> None:
         resolve(str(tmp_path / "missing-7b"))
     bert = tmp_path / "bert"
     bert.mkdir()
-    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    (bert / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertModel"]})
+    )
     with pytest.raises(InputError, match="not a causal language model"):
         resolve(str(bert))
     (tmp_path / "weights.bin").write_bytes(b"x")
@@ -104,7 +108,11 @@ def test_out_of_memory_says_what_to_lower_and_leaves_no_adapter(
     monkeypatch.setattr(loop, "tokens_in", exhausted)
     out = tmp_path / "runs"
     with pytest.raises(InputError) as err:
-        run(dataset, out, RunOptions(model=str(tiny_model), device="cpu", eval_examples=0, train=SMALL))
+        run(
+            dataset,
+            out,
+            RunOptions(model=str(tiny_model), device="cpu", eval_examples=0, train=SMALL),
+        )
     assert "out of memory at step 2" in str(err.value)
     assert "lower batch_size" in str(err.value) and "max_seq_len" in str(err.value)
     assert list(out.iterdir()) == []  # no partial run, no adapter, no latest link
@@ -114,8 +122,12 @@ def test_empty_dataset_names_the_filters(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     ds.mkdir()
     (ds / "train.jsonl").write_text("")
-    (ds / "eval.jsonl").write_text(Example("s-1", "s", "### context\n", "key enter\n### end").to_json() + "\n")
-    files = {n: hashlib.sha256((ds / n).read_bytes()).hexdigest() for n in ("eval.jsonl", "train.jsonl")}
+    (ds / "eval.jsonl").write_text(
+        Example("s-1", "s", "### context\n", "key enter\n### end").to_json() + "\n"
+    )
+    files = {
+        n: hashlib.sha256((ds / n).read_bytes()).hexdigest() for n in ("eval.jsonl", "train.jsonl")
+    }
     card = {
         "dataset_id": dataset_id(files),
         "files": files,
@@ -131,7 +143,9 @@ def test_empty_dataset_names_the_filters(tmp_path: Path) -> None:
         run(ds, tmp_path / "runs", RunOptions(device="gpu"))
 
 
-def test_bench_train_compares_with_the_hf_trainer(dataset: Path, tiny_model: Path, tmp_path: Path) -> None:
+def test_bench_train_compares_with_the_hf_trainer(
+    dataset: Path, tiny_model: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "train.json"
     rc = main(["bench", "train", "--model", str(tiny_model), "--dataset", str(dataset), "--device", "cpu",
                "--steps", "3", "--batch-size", "2", "--max-seq-len", "128", "--out", str(out)])  # fmt: skip

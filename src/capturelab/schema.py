@@ -421,6 +421,24 @@ def encode_batch(
     return bytes(header) + payload
 
 
+_CODECS = {c.value: c for c in Codec}
+_COLLECTOR_IDS: dict[bytes, str] = {}  # header field -> checked id: a sink sees a few hundred
+_COLLECTOR_IDS_MAX = 4096
+
+
+def _header_collector_id(cid: bytes) -> str:
+    known = _COLLECTOR_IDS.get(cid)
+    if known is not None:
+        return known
+    try:
+        collector_id = validate_collector_id(cid.rstrip(b"\0").decode("ascii"))
+    except (UnicodeDecodeError, InputError):
+        raise FrameError(f"header.collector_id {cid!r} is not a valid collector id") from None
+    if len(_COLLECTOR_IDS) < _COLLECTOR_IDS_MAX:
+        _COLLECTOR_IDS[cid] = collector_id
+    return collector_id
+
+
 def read_header(frame: bytes) -> FrameHeader:
     """Decode and sanity-check the header only (no decompression, no CRC check)."""
     if len(frame) < HEADER_SIZE:
@@ -434,15 +452,10 @@ def read_header(frame: bytes) -> FrameHeader:
         raise FrameError(
             f"header.version is {version}, this reader understands {', '.join(map(str, READABLE_VERSIONS))}"
         )
-    try:
-        codec_enum = Codec(codec)
-    except ValueError:
-        raise FrameError(f"header.codec {codec} is unknown") from None
-    try:
-        collector_id = cid.rstrip(b"\0").decode("ascii")
-        validate_collector_id(collector_id)
-    except (UnicodeDecodeError, InputError):
-        raise FrameError(f"header.collector_id {cid!r} is not a valid collector id") from None
+    codec_enum = _CODECS.get(codec)
+    if codec_enum is None:
+        raise FrameError(f"header.codec {codec} is unknown")
+    collector_id = _header_collector_id(cid)
     if not 1 <= count <= MAX_BATCH_EVENTS:
         raise FrameError(f"header.count is {count} (1-{MAX_BATCH_EVENTS})")
     if plen != len(frame) - HEADER_SIZE:
@@ -455,7 +468,8 @@ def read_header(frame: bytes) -> FrameHeader:
 
 
 def verify_crc(frame: bytes, header: FrameHeader) -> None:
-    crc = crc32c.crc32c(frame[HEADER_SIZE:], crc32c.crc32c(frame[:_CRC_OFFSET]))
+    view = memoryview(frame)  # slices of a view: the payload is hashed where it lies, not copied
+    crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(view[:_CRC_OFFSET]))
     if crc != header.crc:
         raise FrameError(f"header.crc32c is {header.crc:#010x} but the frame hashes to {crc:#010x}")
 
@@ -629,7 +643,8 @@ def decode_batch(
     """Decode and fully verify a frame; FrameError names what is wrong (quarantine the frame)."""
     header = read_header(frame)
     verify_crc(frame, header)
-    payload = frame[HEADER_SIZE:]
+    payload = memoryview(frame)[HEADER_SIZE:]  # no copy of the payload
+    raw: bytes | memoryview
     if header.codec is Codec.ZSTD:
         dictionary = _dictionary_for(header, dictionaries)
         try:
@@ -675,7 +690,8 @@ def peek_batch(
     """
     header = read_header(frame)
     verify_crc(frame, header)
-    payload = frame[HEADER_SIZE:]
+    payload = memoryview(frame)[HEADER_SIZE:]  # no copy of the payload
+    prefix: bytes | memoryview
     if header.codec is Codec.ZSTD:
         dictionary = _dictionary_for(header, dictionaries)
         try:

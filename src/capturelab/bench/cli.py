@@ -10,6 +10,7 @@ from pathlib import Path
 from capturelab.bench import collector, gateway, storage
 from capturelab.bench.result import build_result, median_by, write_result
 from capturelab.errors import InputError
+from capturelab.sink.config import DIRECT_IO_MODES
 from capturelab.train import cli as train_cli
 from capturelab.transport import producer_config
 
@@ -92,10 +93,12 @@ def cmd_storage(args: argparse.Namespace) -> int:
     path = Path(args.path)
     settings = storage.FioSettings(args.block_kib, args.iodepth, args.jobs, not args.buffered)
     frames = storage.sink_frames(args.size_mib, args.frame_kib)
-    refs, ours = [], []
+    refs, ours, modes = [], [], set()
     for _ in range(args.rounds):
         refs.append(storage.run_fio(path, args.size_mib, settings, args.timeout).to_dict())
-        ours.append(storage.run_sink(path, frames, args.flush_every).to_dict())
+        sink, mode = storage.run_sink(path, frames, args.flush_every, DIRECT_IO_MODES[args.sink_io])
+        ours.append(sink.to_dict())
+        modes.add(mode)
     ref, own = median_by(refs, "mib_per_s"), median_by(ours, "mib_per_s")
     ratio = {"mib_per_s": own["mib_per_s"] / ref["mib_per_s"]}
     result = build_result(
@@ -106,6 +109,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
             "tool": "capturelab sink (SegmentStore)",
             "frame_bytes": len(frames[0]),
             "flush_every": args.flush_every,
+            "write_mode": "/".join(sorted(modes)),
+            "sink_io": args.sink_io,
         },
         ratio=ratio,
         notes=[
@@ -124,6 +129,7 @@ def cmd_storage(args: argparse.Namespace) -> int:
     )
     out = write_result(result, Path(args.out) if args.out else None, Path("reports/bench"))
     print(f"{'':<12}{'MiB/s':>10}{'seconds':>10}")
+    print(f"sink writes: {'/'.join(sorted(modes))}")
     for name, m in (("fio", ref), ("capturelab", own)):
         print(f"{name:<12}{m['mib_per_s']:>10.1f}{m['seconds']:>10.2f}")
     print(f"ratio ours/fio: {ratio['mib_per_s']:.2f}, target >= {STORAGE_TARGET_RATIO}")
@@ -298,6 +304,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jobs", type=int, default=1, help="fio numjobs")
     p.add_argument("--buffered", action="store_true", help="fio without O_DIRECT")
     p.add_argument("--frame-kib", type=int, default=64, help="size of the sink's frames")
+    p.add_argument(
+        "--sink-io",
+        choices=sorted(DIRECT_IO_MODES),
+        default="auto",
+        help="how the sink writes (its config's direct_io): auto = O_DIRECT where supported",
+    )
     p.add_argument(
         "--flush-every",
         type=int,

@@ -2,8 +2,9 @@
 
 Reference: fio, sequential write, ``--bs 1M --iodepth 16 --numjobs 1 --ioengine libaio
 --direct 1 --end_fsync 1`` (the documented defaults): what the array can take. Ours: the sink's
-``SegmentStore`` appending real frames (about 64 KiB each) with an fsync + index write every
-``flush_every`` frames, exactly as the service does between offset commits. Both write the same
+``SegmentStore`` appending real frames (about 64 KiB each, each one's CRC32C checked) with a sync
++ index write every ``flush_every`` frames, exactly as the service does between offset commits,
+writing the way the service would on that volume (``direct_io``: O_DIRECT where supported). Both write the same
 number of bytes into a scratch folder under ``--path``, removed afterwards. Kafka is not involved:
 this measures the write path the consumer feeds.
 """
@@ -124,10 +125,14 @@ def sink_frames(size_mib: int, frame_kib: int) -> list[bytes]:
     return out
 
 
-def run_sink(path: Path, frames: list[bytes], flush_every: int) -> Throughput:
+def run_sink(
+    path: Path, frames: list[bytes], flush_every: int, direct_io: bool | None = None
+) -> tuple[Throughput, str]:
+    """The sink's write path on ``frames``; also says how it wrote (direct or buffered)."""
     work = scratch(path, "sink")
     try:
-        store = SegmentStore(work)
+        store = SegmentStore(work, direct_io=direct_io)
+        mode = "direct" if store.direct else "buffered"
         started = time.perf_counter()
         for i, frame in enumerate(frames, 1):
             store.put(frame, "bench")
@@ -138,7 +143,7 @@ def run_sink(path: Path, frames: list[bytes], flush_every: int) -> Throughput:
         store.close()
         if store.counters.batches != len(frames):
             raise InputError(f"sink bench stored {store.counters.batches} of {len(frames)} frames")
-        return Throughput(store.counters.bytes_written, seconds)
+        return Throughput(store.counters.bytes_written, seconds), mode
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -47,6 +47,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("last commit", doc.get("last_commit") or "-"),
         ("batches / events stored", f"{counters.get('batches', 0)} / {counters.get('events', 0)}"),
         ("bytes written", str(counters.get("bytes_written", 0))),
+        ("segment writes", doc.get("write_mode", "-")),
         ("duplicates skipped", str(counters.get("duplicates", 0))),
         ("quarantined batches", str(counters.get("quarantined", 0))),
         ("erased (discarded)", str(counters.get("erased", 0))),

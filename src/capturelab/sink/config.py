@@ -25,6 +25,9 @@ class SinkConfig:
     flush_max_messages: int = 500
     flush_interval_ms: int = 200
     status_interval_s: float = 5.0
+    # How segments are written (capturelab.sink.appender): "auto" (O_DIRECT where the filesystem
+    # takes it), "direct" (required) or "buffered" (the page cache).
+    direct_io: str = "auto"
     # Trained zstd dictionaries the collectors may use (their ids are in each frame's header).
     dictionaries: tuple[Path, ...] = ()
     security: Security | None = field(default=None, repr=False)
@@ -33,6 +36,8 @@ class SinkConfig:
     def status_path(self) -> Path:
         return self.root / "state" / "status.json"
 
+
+DIRECT_IO_MODES = {"auto": None, "direct": True, "buffered": False}
 
 _INTS = {
     "retention_days": 1,
@@ -61,6 +66,12 @@ def parse_config(data: Any, where: str) -> SinkConfig:
     )
     kwargs.update(int_fields(data, where, _INTS))
     kwargs.update(positive_numbers(data, where, ("status_interval_s",)))
+    mode = data.get("direct_io", "auto")
+    if mode not in DIRECT_IO_MODES:
+        raise InputError(
+            f"{where}: field direct_io must be one of {', '.join(DIRECT_IO_MODES)}, got {mode!r}"
+        )
+    kwargs["direct_io"] = mode
     if not kwargs["root"].is_absolute():
         raise InputError(f"{where}: field root must be an absolute path, got {data['root']!r}")
     dicts = data.get("dictionaries", [])

@@ -27,7 +27,7 @@ from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import load_dictionary
 from capturelab.sink import grants
-from capturelab.sink.config import SinkConfig
+from capturelab.sink.config import DIRECT_IO_MODES, SinkConfig
 from capturelab.sink.erasure import Tombstones, expire
 from capturelab.sink.layout import Layout
 from capturelab.sink.store import DiskFullError, SegmentStore
@@ -94,6 +94,7 @@ class SinkService:
             min_free_bytes=config.min_free_bytes,
             erased=self.tombstones.erased,
             dictionaries={d.dict_id(): d for d in dictionaries},
+            direct_io=DIRECT_IO_MODES[config.direct_io],
         )
         for stone in self.tombstones.unfinished():  # a crash mid-erasure: finish it
             self.tombstones.erase(stone.pseudonym, stone.at, stone.reason)
@@ -224,10 +225,11 @@ class SinkService:
     # --- full volume ---------------------------------------------------------------------------
 
     def _pause(self, reason: str, unprocessed: list[Message]) -> None:
-        if not self._checkpoint():
-            return  # rewound and paused already: the unprocessed messages come again
+        # Held first: if the checkpoint fails, the rewind must cover them too (their partitions
+        # may have had nothing processed yet in this batch).
         self._backlog = [m for m in unprocessed if m.error() is None] + self._backlog
-        self._pause_all(reason)
+        if self._checkpoint():
+            self._pause_all(reason)
 
     def _rewind_and_pause(self, reason: str) -> None:
         """Seek every partition back to its first uncommitted message (processed or held)."""
@@ -328,6 +330,7 @@ class SinkService:
             "free_bytes": self.store.free_bytes(),
             "min_free_bytes": self.config.min_free_bytes,
             "counters": self.store.counters.to_dict(),
+            "write_mode": "direct" if self.store.direct else "buffered",
             "control_messages": self.status.control_messages,
             "bad_control_messages": self.status.bad_control_messages,
             "erasures": self.status.erasures,

@@ -2,15 +2,18 @@
 
 Durability protocol (the sink commits Kafka offsets only after ``flush`` returns):
 
-1. ``put`` appends the frame to its hour's segment (no fsync yet) and remembers an index entry;
-2. ``flush`` fsyncs every touched segment, then appends their index entries, fsyncs the indexes
+1. ``put`` appends the frame to its hour's segment (not durable yet; with direct I/O it may still be
+   in a staging buffer, ``capturelab.sink.appender``) and remembers an index entry;
+2. ``flush`` syncs every touched segment, then appends their index entries, fsyncs the indexes
    and any new directories;
 3. on start, ``recover`` trusts only valid index entries: segment bytes past the last indexed
    frame were never acknowledged and are cut off, so a crash at any point leaves no torn frame
    and no entry pointing at missing bytes. The uncommitted messages are redelivered and land.
 
 A full volume raises ``DiskFullError`` *before* anything is written (free space below the reserve), or
-rolls the write back on ENOSPC; nothing acknowledged is touched, and the caller pauses intake.
+rolls the write back on ENOSPC; nothing acknowledged is touched, and the caller pauses intake. A
+failed write that took earlier unflushed frames of its segment with it makes the next ``flush``
+fail too, so that no offset of a lost frame is ever committed.
 """
 
 from __future__ import annotations
@@ -25,14 +28,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
 from capturelab.durable import fsync_dir, write_atomic
-from capturelab.errors import CapturelabError
+from capturelab.errors import CapturelabError, InputError
 from capturelab.schema import FrameError, decode_batch, peek_batch, read_header
 from capturelab.sink import index as idx
+from capturelab.sink.appender import (
+    WRITE_CHUNK,
+    Appender,
+    BufferedAppender,
+    DirectAppender,
+    Writer,
+    direct_io_supported,
+)
 from capturelab.sink.layout import HourFile, Layout
 from capturelab.sink.ledger import Ledger, Seen
 
@@ -67,9 +77,7 @@ class Counters:
 @dataclass
 class _Open:
     hour: HourFile
-    segment: BinaryIO
-    durable_size: int
-    size: int
+    appender: Appender
     new_dirs: set[Path] = field(default_factory=set)
     pending: list[idx.IndexEntry] = field(default_factory=list)
 
@@ -90,6 +98,8 @@ class SegmentStore:
         dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
         erased: ErasedCheck | None = None,
         full_decode: bool = False,
+        direct_io: bool | None = None,
+        write_chunk: int = WRITE_CHUNK,
     ) -> None:
         self.layout = Layout(root)
         self.layout.create()
@@ -100,6 +110,16 @@ class SegmentStore:
         # False: header + CRC32C + pseudonym prefix only (the CRC covers every byte); True: also
         # decode every event (the dataset builder does that anyway).
         self.full_decode = full_decode
+        # None: O_DIRECT wherever the filesystem takes it; True: required; False: page cache.
+        supported = direct_io is not False and direct_io_supported(self.layout.state)
+        if direct_io is True and not supported:
+            raise InputError(
+                f"direct_io is on, but the filesystem of {root} refuses O_DIRECT writes "
+                "(set it to auto or off)"
+            )
+        self.direct = supported
+        self.writer = Writer(chunk=write_chunk) if supported else None
+        self._failed: OSError | None = None  # a write failure that lost unflushed frames
         self.counters = Counters()
         self.ledger = Ledger()
         self._pending_ledger = Ledger()
@@ -204,17 +224,17 @@ class SegmentStore:
             return Outcome.QUARANTINED
         self._check_space(len(frame))
         handle = self._handle(pseudonym, wall_ns)
-        offset = handle.size
         try:
-            _write_all(handle.segment, frame)
+            offset = handle.appender.append(frame)
         except OSError as exc:
+            if handle.pending:  # earlier frames of this segment went with it: flush must fail
+                self._failed = exc
             self._rollback(handle)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(
                     f"{handle.hour.segment}: {exc.strerror}: intake paused"
                 ) from None
             raise
-        handle.size += len(frame)
         handle.pending.append(
             idx.IndexEntry(
                 collector,
@@ -232,8 +252,11 @@ class SegmentStore:
         """Make every stored frame durable; after this returns its offset may be committed."""
         dirty = [h for h in self._open.values() if h.pending]
         try:
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                raise failed
             for h in dirty:
-                os.fsync(h.segment.fileno())
+                h.appender.sync()
             for h in dirty:
                 with h.hour.index.open("ab") as fh:
                     fh.write(b"".join(e.pack() for e in h.pending))
@@ -256,7 +279,6 @@ class SegmentStore:
                 self.counters.bytes_written += e.length
             h.pending.clear()
             h.new_dirs.clear()
-            h.durable_size = h.size
         self._pending_ledger = Ledger()
         if len(self._open) > self.max_open:
             self.close()
@@ -264,9 +286,10 @@ class SegmentStore:
     def discard_pending(self) -> None:
         """Drop what was put but not flushed (its messages will be redelivered)."""
         for h in self._open.values():
-            if h.pending or h.size != h.durable_size:
+            if h.pending or h.appender.size != h.appender.durable_size:
                 self._rollback(h)
         self._pending_ledger = Ledger()
+        self._failed = None
 
     def close(self, pseudonym: str | None = None) -> None:
         """Close open segments (all, or one pseudonym's); pending writes must be flushed first."""
@@ -274,8 +297,10 @@ class SegmentStore:
             if pseudonym is None or h.hour.pseudonym == pseudonym:
                 if h.pending:
                     raise RuntimeError(f"{h.hour.segment} has unflushed frames")
-                h.segment.close()
+                h.appender.close()
                 del self._open[key]
+        if pseudonym is None and self.writer is not None:
+            self.writer.shutdown()
 
     # --- quarantine ----------------------------------------------------------------------------
 
@@ -322,23 +347,15 @@ class SegmentStore:
         if not hour.segment.exists() or not hour.index.exists():
             new_dirs.add(hour.segment.parent)
             hour.index.touch()
-        fh = hour.segment.open(
-            "ab", buffering=0
-        )  # unbuffered: a failed write leaves nothing queued
-        size = fh.seek(0, os.SEEK_END)
-        handle = _Open(hour, fh, size, size, new_dirs)
+        appender: Appender = (
+            DirectAppender(hour.segment, self.writer)
+            if self.writer is not None
+            else BufferedAppender(hour.segment)
+        )
+        handle = _Open(hour, appender, new_dirs)
         self._open[key] = handle
         return handle
 
     def _rollback(self, h: _Open) -> None:
         h.pending.clear()
-        h.segment.truncate(h.durable_size)
-        h.segment.seek(0, os.SEEK_END)
-        h.size = h.durable_size
-
-
-def _write_all(fh: BinaryIO, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = fh.write(view)
-        view = view[written or 0 :]
+        h.appender.rollback()

@@ -113,6 +113,14 @@ def test_batches_land_exactly_once_then_erasure_leaves_nothing(host):
         host.check_output(f"{VENV}/bin/capturelab sink status --config {CONFIG} --json")
     )
     assert status["state"] == "running" and status["counters"]["quarantined"] == 0
+    # auto: O_DIRECT where the volume takes it (the probe below is the store's own)
+    probe = host.run(
+        f"{VENV}/bin/python -c 'import pathlib, sys; from capturelab.sink.appender import "
+        "direct_io_supported as d; sys.exit(0 if d(pathlib.Path(\"/srv/capture/state\")) else 3)'"
+    )
+    assert probe.rc in (0, 3), probe.stderr
+    assert status["write_mode"] == ("direct" if probe.rc == 0 else "buffered")
+    assert 'direct_io: "auto"' in host.file(CONFIG).content_string
     bob = _produce(host, "erase")
     _wait(lambda: host.file(f"/srv/capture/tombstones/{bob}.json").exists, "the tombstone")
     after = _wait(lambda: (a := _audit(host))["events"] == 500 and a, "bob's 500 events erased")
