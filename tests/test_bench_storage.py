@@ -49,6 +49,8 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "--size-mib must be 16..65536" in capsys.readouterr().err
     assert main(["bench", "storage", "--path", str(tmp_path / "nope"), "--size-mib", "16"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+    assert main(["bench", "storage", "--path", str(tmp_path), "--settle-s", "-1"]) == 2
+    assert "--settle-s must be 0..60" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(
@@ -58,7 +60,18 @@ def test_end_to_end_json(tmp_path: Path):
     out = tmp_path / "r.json"
     work = tmp_path / "vol"
     work.mkdir()
-    argv = ["bench", "storage", "--path", str(work), "--size-mib", "16", "--rounds", "1"]
+    argv = [
+        "bench",
+        "storage",
+        "--path",
+        str(work),
+        "--size-mib",
+        "16",
+        "--rounds",
+        "1",
+        "--settle-s",
+        "0",
+    ]
     assert main([*argv, "--buffered", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["bench"] == "storage"

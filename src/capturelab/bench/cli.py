@@ -90,12 +90,16 @@ def cmd_storage(args: argparse.Namespace) -> int:
         raise InputError(f"--size-mib must be 16..65536, got {args.size_mib}")
     if not 1 <= args.rounds <= 9:
         raise InputError(f"--rounds must be 1..9, got {args.rounds}")
+    if not 0 <= args.settle_s <= 60:
+        raise InputError(f"--settle-s must be 0..60, got {args.settle_s}")
     path = Path(args.path)
     settings = storage.FioSettings(args.block_kib, args.iodepth, args.jobs, not args.buffered)
     frames = storage.sink_frames(args.size_mib, args.frame_kib)
     refs, ours, modes = [], [], set()
     for _ in range(args.rounds):
+        storage.settle(args.settle_s)
         refs.append(storage.run_fio(path, args.size_mib, settings, args.timeout).to_dict())
+        storage.settle(args.settle_s)
         sink, mode = storage.run_sink(path, frames, args.flush_every, DIRECT_IO_MODES[args.sink_io])
         ours.append(sink.to_dict())
         modes.add(mode)
@@ -114,7 +118,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
         },
         ratio=ratio,
         notes=[
-            f"median of {args.rounds} alternating rounds; {args.size_mib} MiB each, same volume",
+            f"median of {args.rounds} alternating rounds; {args.size_mib} MiB each, same volume; "
+            f"sync + {args.settle_s} s pause before every run (the other side's writeback settles)",
             "fio: sequential write, end_fsync=1; ours: real zstd frames appended with an fsync "
             f"and index write every {args.flush_every} frames (as between offset commits)",
             f"target: ratio >= {STORAGE_TARGET_RATIO}",
@@ -315,6 +320,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=500,
         help="frames per fsync (the service's flush_max_messages)",
+    )
+    p.add_argument(
+        "--settle-s",
+        type=float,
+        default=2.0,
+        help="sync and pause this long before every run, so no run pays the previous one's "
+        "writeback",
     )
     p.add_argument("--timeout", type=float, default=600, help="seconds allowed per fio run")
     p.add_argument("--out", help="result JSON path (default reports/bench/storage-<time>.json)")

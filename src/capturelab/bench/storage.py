@@ -67,6 +67,12 @@ def scratch(path: Path, name: str) -> Path:
     return out
 
 
+def settle(seconds: float) -> None:
+    """Flush every dirty page, then wait: a run must not pay for the previous run's writeback."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def run_fio(path: Path, size_mib: int, settings: FioSettings, timeout: float) -> Throughput:
     fio = shutil.which("fio")
     if fio is None:
