@@ -25,3 +25,10 @@ def test_no_compiler_was_needed(host):
 
 def test_only_the_current_wheelhouse_is_kept(host):
     assert len(host.check_output("ls /opt/capturelab/wheelhouse").split()) == 1
+
+
+def test_the_copy_is_checked_and_marked_complete(host):
+    (folder,) = host.check_output("ls -d /opt/capturelab/wheelhouse/*/").split()
+    sums = host.file(f"{folder}SHA256SUMS").content_string
+    assert host.file(f"{folder}.complete").content_string == sums
+    assert host.run(f"cd {folder} && sha256sum --check --quiet --strict SHA256SUMS").rc == 0
