@@ -141,5 +141,5 @@ def test_no_direct_io_falls_back_or_refuses(tmp_path: Path, monkeypatch: pytest.
     assert not store.direct
     assert store.put(frames("c1", 1)[0], "x") is Outcome.STORED
     store.flush()
-    with pytest.raises(InputError, match="direct_io"):
+    with pytest.raises(InputError, match=r"direct_io is direct, but .* refuses O_DIRECT"):
         SegmentStore(tmp_path / "required", direct_io=True)

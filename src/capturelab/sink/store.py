@@ -114,8 +114,8 @@ class SegmentStore:
         supported = direct_io is not False and direct_io_supported(self.layout.state)
         if direct_io is True and not supported:
             raise InputError(
-                f"direct_io is on, but the filesystem of {root} refuses O_DIRECT writes "
-                "(set it to auto or off)"
+                f"direct_io is direct, but the filesystem of {root} refuses O_DIRECT writes "
+                "(set it to auto or buffered)"
             )
         self.direct = supported
         self.writer = Writer(chunk=write_chunk) if supported else None
