@@ -138,7 +138,7 @@ def test_no_direct_io_falls_back_or_refuses(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(appender_mod.os, "open", no_direct)
     assert not direct_io_supported(tmp_path)
     store = SegmentStore(tmp_path / "auto")
-    assert not store.direct
+    assert store.write_mode == "buffered"
     assert store.put(frames("c1", 1)[0], "x") is Outcome.STORED
     store.flush()
     with pytest.raises(InputError, match=r"direct_io is direct, but .* refuses O_DIRECT"):

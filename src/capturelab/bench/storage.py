@@ -138,7 +138,7 @@ def run_sink(
     work = scratch(path, "sink")
     try:
         store = SegmentStore(work, direct_io=direct_io)
-        mode = "direct" if store.direct else "buffered"
+        mode = store.write_mode
         started = time.perf_counter()
         for i, frame in enumerate(frames, 1):
             store.put(frame, "bench")

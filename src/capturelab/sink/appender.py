@@ -167,10 +167,9 @@ class DirectAppender:
         return offset
 
     def sync(self) -> None:
-        if self.size == self.durable_size and not self._jobs and not self._padded:
-            return
-        if self._queued or self.size != self.durable_size:
-            self._stage(final=True)
+        if self.size == self.durable_size:
+            return  # nothing appended since the last sync (no write is outstanding then)
+        self._stage(final=True)
         self._wait()
         if self._padded:
             os.ftruncate(self.fd, self.size)

@@ -330,7 +330,7 @@ class SinkService:
             "free_bytes": self.store.free_bytes(),
             "min_free_bytes": self.config.min_free_bytes,
             "counters": self.store.counters.to_dict(),
-            "write_mode": "direct" if self.store.direct else "buffered",
+            "write_mode": self.store.write_mode,
             "control_messages": self.status.control_messages,
             "bad_control_messages": self.status.bad_control_messages,
             "erasures": self.status.erasures,

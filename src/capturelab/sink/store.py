@@ -117,7 +117,6 @@ class SegmentStore:
                 f"direct_io is direct, but the filesystem of {root} refuses O_DIRECT writes "
                 "(set it to auto or buffered)"
             )
-        self.direct = supported
         self.writer = Writer(chunk=write_chunk) if supported else None
         self._failed: OSError | None = None  # a write failure that lost unflushed frames
         self.counters = Counters()
@@ -127,6 +126,11 @@ class SegmentStore:
         self._free_checked_at = -1.0  # monotonic time of the last statvfs
         self._free_estimate = 0  # bytes free then, minus what was written since
         self.recover()
+
+    @property
+    def write_mode(self) -> str:
+        """How segments are written: "direct" (O_DIRECT) or "buffered" (the page cache)."""
+        return "buffered" if self.writer is None else "direct"
 
     # --- start-up ------------------------------------------------------------------------------
 
