@@ -45,7 +45,9 @@ GRANT = ConsentRecord(
 )
 
 
-def produce(kafka: LocalKafka, topic: str, items: list[tuple[str, bytes]]) -> None:
+def produce(
+    kafka: LocalKafka, topic: str, items: list[tuple[str, bytes]], partition: int | None = None
+) -> None:
     producer = Producer(producer_config(kafka.bootstrap, "test-producer"))
     errors: list[str] = []
 
@@ -53,8 +55,9 @@ def produce(kafka: LocalKafka, topic: str, items: list[tuple[str, bytes]]) -> No
         if err is not None:
             errors.append(str(err))
 
+    where = {} if partition is None else {"partition": partition}
     for key, value in items:
-        producer.produce(topic, value=value, key=key.encode(), on_delivery=report)
+        producer.produce(topic, value=value, key=key.encode(), on_delivery=report, **where)
         producer.poll(0)
     assert producer.flush(60) == 0
     assert not errors
@@ -230,6 +233,60 @@ def test_two_sinks_share_the_partitions(kafka: LocalKafka, tmp_path: Path):
     )
     assert sorted(combined) == ["c1", "c2", "c3", "c4"]
     assert all(c["events"] == 15 * BATCH and not c["gaps"] for c in combined.values())
+
+
+def test_every_instance_acts_on_every_control_message(kafka: LocalKafka, tmp_path: Path):
+    """Capture partitions are shared, control messages are not: a revocation must erase the
+    participant on every instance's array, and every array keeps every grant."""
+    events, control = topics(kafka, "fanout", partitions=4)
+    granted = [
+        ControlMessage(ControlType.CONSENT_GRANTED, pseudonym(who), c, GRANT.granted, "test",
+                       replace(GRANT, participant_id=pseudonym(who).hex()))
+        for who, c in (("p1", "c0"), ("p2", "c9"))
+    ]  # fmt: skip
+    produce(kafka, control, [(g.pseudonym.hex(), g.encode()) for g in granted])
+    roots = [tmp_path / "array", tmp_path / "array-b"]
+    a = sink_config(tmp_path, kafka, "fanout", client_id="sink-a")
+    b = sink_config(tmp_path, kafka, "fanout", client_id="sink-b", root=roots[1])
+    p1, p2 = pseudonym("p1").hex(), pseudonym("p2").hex()
+    with running(a) as one, running(b) as two:
+        wait_for(
+            lambda: all(
+                len([p for p in s.status.assigned if p.startswith(events)]) == 2 for s in (one, two)
+            ),
+            "two capture partitions each",
+        )
+        for part in range(4):  # p1 on every partition, so on both arrays; p2 on one
+            mine = frames(f"c{part}", 10, BATCH, "p1")
+            produce(kafka, events, [(f"c{part}", f) for f in mine], part)
+        produce(kafka, events, [("c9", f) for f in frames("c9", 10, BATCH, "p2")], 0)
+        wait_for(
+            lambda: sum(events_stored(r) for r in roots) == 50 * BATCH, "all events on the arrays"
+        )
+        assert all(audit(r).pseudonyms.get(p1, 0) > 0 for r in roots), "p1 on both arrays"
+        wait_for(
+            lambda: all(len(list((r / "consent").glob("*.json"))) == 2 for r in roots),
+            "both grants on both arrays",
+        )
+        revoked = ControlMessage(ControlType.CONSENT_REVOKED, pseudonym("p1"), "c0",
+                                 datetime.now(UTC), "test")  # fmt: skip
+        produce(kafka, control, [(p1, revoked.encode())])
+        wait_for(
+            lambda: all((r / "tombstones" / f"{p1}.json").exists() for r in roots),
+            "the tombstone on both arrays",
+        )
+        wait_for(lambda: all(p1 not in audit(r).pseudonyms for r in roots), "p1 erased on both")
+    assert sum(audit(r).pseudonyms.get(p2, 0) for r in roots) == 10 * BATCH
+    for root in roots:
+        assert not (root / "segments" / p1).exists()
+        assert [p.stem for p in (root / "consent").glob("*.json")] == [p2]
+        position = json.loads((root / "state" / "control-fanout.control.json").read_text())
+        assert position["next"] == {"0": 3}  # two grants and the revocation, each acted on
+    # Restarted, an instance does not act on the control messages again.
+    with running(a) as again:
+        wait_for(lambda: again.status.control_partitions == [0], "the control topic assigned")
+        time.sleep(2)
+        assert again.status.control_messages == 0
 
 
 FULL_BATCHES = 1500  # schema v2 frames are ~220 bytes each

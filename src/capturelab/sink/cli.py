@@ -52,6 +52,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("quarantined batches", str(counters.get("quarantined", 0))),
         ("erased (discarded)", str(counters.get("erased", 0))),
         ("erasures / tombstones", f"{doc.get('erasures', 0)} / {doc.get('tombstones', 0)}"),
+        (
+            "control read up to",
+            ", ".join(f"{p}:{o}" for p, o in doc.get("control_next", {}).items()) or "-",
+        ),
         ("free bytes (reserve)", f"{doc.get('free_bytes')} ({doc.get('min_free_bytes')})"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -1,11 +1,12 @@
 """The sink service: a Kafka consumer group that lands capture batches and acts on erasures.
 
-Loop: consume up to ``flush_max_messages`` (or ``flush_interval_ms``), put each capture frame into
-the store, act on each control message, ``flush`` (fsync), then commit the next offsets
-synchronously. A crash anywhere before the commit means redelivery, which the ledger turns into
-"already stored": every event lands exactly once. More instances with the same ``group_id`` share
-the partitions. A full volume pauses every assigned partition, keeps the unprocessed messages in
-memory, and resumes when space is back.
+Loop: act on new control messages (``capturelab.sink.control``: every instance reads all of them),
+consume up to ``flush_max_messages`` capture messages (or ``flush_interval_ms``), put each frame
+into the store, ``flush`` (fsync), then commit the next offsets synchronously. A crash anywhere
+before the commit means redelivery, which the ledger turns into "already stored": every event lands
+exactly once. More instances with the same ``group_id`` share the capture partitions. A full volume
+pauses every assigned partition, keeps the unprocessed messages in memory, and resumes when space
+is back; control messages (erasures free space) are still acted on while paused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from capturelab.errors import InputError
 from capturelab.schema import load_dictionary
 from capturelab.sink import grants
 from capturelab.sink.config import DIRECT_IO_MODES, SinkConfig
+from capturelab.sink.control import ControlFeed
 from capturelab.sink.erasure import Tombstones, expire
 from capturelab.sink.layout import Layout
 from capturelab.sink.store import DiskFullError, SegmentStore
@@ -35,6 +37,7 @@ from capturelab.sink.store import DiskFullError, SegmentStore
 log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
 RESUME_CHECK_S = 2.0
+CONTROL_BATCH = 100
 
 
 class _RewoundError(Exception):
@@ -62,6 +65,15 @@ def consumer_config(config: SinkConfig) -> dict[str, Any]:
     return conf
 
 
+def control_consumer_config(config: SinkConfig) -> dict[str, Any]:
+    """The control topic's reader: partitions assigned by hand, never a group member, never
+    committing (librdkafka still wants a ``group.id``: the sink's own, which its ACL allows)."""
+    conf = consumer_config(config)
+    del conf["group.instance.id"]
+    conf["client.id"] = f"{config.client_id}-control"
+    return conf
+
+
 @dataclass
 class Status:
     state: str = "starting"
@@ -70,6 +82,7 @@ class Status:
     lag: dict[str, int] = field(default_factory=dict)
     last_commit: str = ""
     control_messages: int = 0
+    control_partitions: list[int] = field(default_factory=list)
     bad_control_messages: int = 0
     erasures: int = 0
     grants: int = 0  # consent grants kept (capturelab.sink.grants)
@@ -100,6 +113,11 @@ class SinkService:
             self.tombstones.erase(stone.pseudonym, stone.at, stone.reason)
         self.status = Status()
         self.consumer = consumer_factory(consumer_config(config))
+        self.control = ControlFeed(
+            consumer_factory(control_consumer_config(config)),
+            config.control_topic,
+            self.layout.state,
+        )
         self._offsets: dict[tuple[str, int], int] = {}  # next offset to commit
         self._first_pending: dict[tuple[str, int], int] = {}  # first offset since the last commit
         self._backlog: list[Message] = []
@@ -119,10 +137,9 @@ class SinkService:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
         self.consumer.subscribe(
-            [self.config.capture_topic, self.config.control_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
+            [self.config.capture_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
+        self.control.start()
         self.status.state = "running"
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
@@ -133,6 +150,7 @@ class SinkService:
             self.status.state = "stopped"
             self.write_status(force=True)
             self.consumer.close()
+            self.control.close()
             self.store.close()
 
     def step(self) -> None:
@@ -140,6 +158,7 @@ class SinkService:
         if now - self._last_retention >= RETENTION_EVERY_S:
             self._last_retention = now
             self.retention()
+        self.control_step()
         if self._paused:
             if now - self._last_resume_check >= RESUME_CHECK_S:
                 self._last_resume_check = now
@@ -168,18 +187,32 @@ class SinkService:
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             try:
-                if topic == self.config.control_topic:
-                    self._control(msg)
-                else:
-                    self.store.put(msg.value() or b"", f"{topic}-{partition}-{offset}")
+                self.store.put(msg.value() or b"", f"{topic}-{partition}-{offset}")
             except DiskFullError as exc:
                 self._pause(str(exc), messages[i:])
-                return
-            except _RewoundError:
                 return
             self._offsets[(topic, partition)] = offset + 1
             self._first_pending.setdefault((topic, partition), offset)
         self._checkpoint()
+
+    def control_step(self) -> None:
+        """Act on the control messages that arrived, in order; keep the position once durable."""
+        self.control.refresh()
+        self.status.control_partitions = self.control.partitions
+        for msg in self.control.poll(CONTROL_BATCH):
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("control consumer: %s", err)
+                continue
+            try:
+                self._control(msg)
+            except _RewoundError:
+                self.control.retry(msg)  # the capture side could not be made durable: later
+                break
+            self.control.done(msg)
+        self.control.save()
 
     def _control(self, msg: Message) -> None:
         self.status.control_messages += 1
@@ -197,6 +230,9 @@ class SinkService:
                 grants.record(self.layout, control.grant)  # fsynced before the commit
                 self.status.grants += 1
             return
+        stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
+        if stone is not None and stone.state == "erased" and stone.at >= control.at:
+            return  # already done (a replay): erasing again would take a later consent's data
         # Everything consumed before the erasure is made durable first, then erased with it.
         if not self._checkpoint():
             raise _RewoundError
@@ -332,6 +368,8 @@ class SinkService:
             "counters": self.store.counters.to_dict(),
             "write_mode": self.store.write_mode,
             "control_messages": self.status.control_messages,
+            "control_partitions": self.status.control_partitions,
+            "control_next": {str(p): o for p, o in sorted(self.control.next.items())},
             "bad_control_messages": self.status.bad_control_messages,
             "erasures": self.status.erasures,
             "tombstones": len(self.tombstones.by_pseudonym),
