@@ -10,6 +10,7 @@ import pytest
 
 from capturelab.bench import storage
 from capturelab.cli import main
+from capturelab.errors import InputError
 from capturelab.schema import decode_batch, read_header
 from capturelab.sink.audit import audit
 
@@ -37,6 +38,19 @@ def test_run_sink_stores_every_frame_and_cleans_up(tmp_path: Path, direct_io: bo
     assert result.mib_per_s > 0
     assert list(tmp_path.iterdir()) == []  # scratch removed
     assert audit(tmp_path).events == 0
+
+
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_the_ceiling_writes_every_byte_and_refuses_a_corrupt_frame(tmp_path: Path, direct_io: bool):
+    frames = storage.sink_frames(2, 16)
+    result = storage.run_ceiling(tmp_path, frames, flush_every=7, direct_io=direct_io)
+    assert result.bytes == sum(map(len, frames))
+    assert list(tmp_path.iterdir()) == []
+    bad = bytearray(frames[3])
+    bad[-1] ^= 0xFF
+    with pytest.raises(InputError, match="frame 4 fails its CRC32C"):
+        storage.run_ceiling(tmp_path, [*frames[:3], bytes(bad)], flush_every=7, direct_io=direct_io)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_geometry_names_the_filesystem(tmp_path: Path):
@@ -82,3 +96,8 @@ def test_end_to_end_json(tmp_path: Path):
     )
     assert set(doc) >= {"machine", "date", "command", "notes", "geometry", "met"}
     assert doc["ours"]["sink_io"] == "auto" and doc["ours"]["write_mode"] in ("direct", "buffered")
+    assert doc["ceiling"]["bytes"] == doc["ours"]["bytes"]
+    assert doc["ceiling_ratio"] == pytest.approx(
+        doc["ceiling"]["mib_per_s"] / doc["reference"]["mib_per_s"]
+    )
+    assert len(doc["rounds"]["ceiling"]) == 1

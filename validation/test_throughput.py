@@ -199,7 +199,9 @@ def test_array_fio_and_sink(lab: Lab, record: Any) -> None:
             unit="B/s",
             minimum=True,
             tool="the sink's write path (capturelab bench storage)",
-            detail=f"256 MiB of frames with the service's fsync cadence; sink/fio ratio {sink / fio:.2f}",
+            detail=f"256 MiB of frames with the service's fsync cadence; sink/fio ratio "
+            f"{sink / fio:.2f}; ceiling (CRC32C check + the sink's appender)/fio "
+            f"{float(doc['ceiling_ratio']):.2f}",
         ),
     ]
     record(*results)

@@ -7,6 +7,10 @@ Reference: fio, sequential write, ``--bs 1M --iodepth 16 --numjobs 1 --ioengine 
 writing the way the service would on that volume (``direct_io``: O_DIRECT where supported). Both write the same
 number of bytes into a scratch folder under ``--path``, removed afterwards. Kafka is not involved:
 this measures the write path the consumer feeds.
+
+A third run, the *ceiling*, puts only the CRC32C check in front of the sink's appender: the per-byte
+work no sink that checks what it stores can skip, on this CPU. It tells a slow sink from a target that
+the machine cannot reach (a CPU emulated by qemu TCG, for one).
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ import crc32c
 from capturelab.bench.gateway import synthetic_frames
 from capturelab.errors import HostEnvironmentError, InputError
 from capturelab.schema import COLLECTOR_ID_BYTES, HEADER_SIZE
+from capturelab.sink.appender import (
+    Appender,
+    BufferedAppender,
+    DirectAppender,
+    Writer,
+    direct_io_supported,
+)
 from capturelab.sink.store import SegmentStore
 
 MIB = 1 << 20
@@ -150,6 +161,42 @@ def run_sink(
         if store.counters.batches != len(frames):
             raise InputError(f"sink bench stored {store.counters.batches} of {len(frames)} frames")
         return Throughput(store.counters.bytes_written, seconds), mode
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_ceiling(
+    path: Path, frames: list[bytes], flush_every: int, direct_io: bool | None = None
+) -> Throughput:
+    """The least a sink must do per byte, with the sink's own appender: check each frame's CRC32C,
+    append it, sync every ``flush_every`` frames. No parsing, dedup, index or hour files: not a
+    sink, the ceiling of one on this CPU and volume. Below the target, no sink that checks what it
+    stores reaches the target there."""
+    work = scratch(path, "ceiling")
+    try:
+        writer = Writer() if direct_io is not False and direct_io_supported(work) else None
+        target = work / "segment"
+        appender: Appender = (
+            BufferedAppender(target) if writer is None else DirectAppender(target, writer)
+        )
+        started = time.perf_counter()
+        for i, frame in enumerate(frames, 1):
+            view = memoryview(frame)
+            crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(view[: HEADER_SIZE - 4]))
+            if crc != struct.unpack_from("<I", frame, HEADER_SIZE - 4)[0]:
+                raise InputError(f"ceiling bench: frame {i} fails its CRC32C")
+            appender.append(frame)
+            if i % flush_every == 0:
+                appender.sync()
+        appender.sync()
+        seconds = time.perf_counter() - started
+        size = appender.size
+        appender.close()
+        if writer is not None:
+            writer.shutdown()
+        if size != sum(len(f) for f in frames):
+            raise InputError(f"ceiling bench wrote {size} bytes of {sum(len(f) for f in frames)}")
+        return Throughput(size, seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
