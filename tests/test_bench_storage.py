@@ -53,6 +53,19 @@ def test_the_ceiling_writes_every_byte_and_refuses_a_corrupt_frame(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ceiling_writers_in_parallel_processes_write_every_byte(tmp_path: Path):
+    frames = storage.sink_frames(2, 16)
+    result = storage.run_ceiling(tmp_path, frames, flush_every=7, workers=3)
+    assert result.bytes == sum(map(len, frames))
+    assert list(tmp_path.iterdir()) == []
+    bad = bytearray(frames[5])
+    bad[-1] ^= 0xFF
+    corrupt = [*frames[:5], bytes(bad), *frames[6:]]
+    with pytest.raises(InputError, match=r"ceiling bench: InputError: .* fails its CRC32C"):
+        storage.run_ceiling(tmp_path, corrupt, flush_every=7, workers=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_geometry_names_the_filesystem(tmp_path: Path):
     geo = storage.geometry(tmp_path)
     assert geo["source"] and geo["fstype"]
@@ -65,6 +78,8 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "is not a directory" in capsys.readouterr().err
     assert main(["bench", "storage", "--path", str(tmp_path), "--settle-s", "-1"]) == 2
     assert "--settle-s must be 0..60" in capsys.readouterr().err
+    assert main(["bench", "storage", "--path", str(tmp_path), "--ceiling-workers", "0"]) == 2
+    assert "--ceiling-workers must be 1..16" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(

@@ -92,6 +92,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
         raise InputError(f"--rounds must be 1..9, got {args.rounds}")
     if not 0 <= args.settle_s <= 60:
         raise InputError(f"--settle-s must be 0..60, got {args.settle_s}")
+    if not 1 <= args.ceiling_workers <= 16:
+        raise InputError(f"--ceiling-workers must be 1..16, got {args.ceiling_workers}")
     path = Path(args.path)
     settings = storage.FioSettings(args.block_kib, args.iodepth, args.jobs, not args.buffered)
     frames = storage.sink_frames(args.size_mib, args.frame_kib)
@@ -105,7 +107,11 @@ def cmd_storage(args: argparse.Namespace) -> int:
         ours.append(sink.to_dict())
         modes.add(mode)
         storage.settle(args.settle_s)
-        ceilings.append(storage.run_ceiling(path, frames, args.flush_every, direct_io).to_dict())
+        ceilings.append(
+            storage.run_ceiling(
+                path, frames, args.flush_every, direct_io, args.ceiling_workers
+            ).to_dict()
+        )
     ref, own = median_by(refs, "mib_per_s"), median_by(ours, "mib_per_s")
     ceiling = median_by(ceilings, "mib_per_s")
     ratio = {"mib_per_s": own["mib_per_s"] / ref["mib_per_s"]}
@@ -137,7 +143,11 @@ def cmd_storage(args: argparse.Namespace) -> int:
             "geometry": storage.geometry(path),
             "target_ratio": STORAGE_TARGET_RATIO,
             "met": ratio["mib_per_s"] >= STORAGE_TARGET_RATIO,
-            "ceiling": {**ceiling, "tool": "CRC32C check + the sink's appender"},
+            "ceiling": {
+                **ceiling,
+                "tool": "CRC32C check + the sink's appender",
+                "workers": args.ceiling_workers,
+            },
             "ceiling_ratio": ceiling_ratio,
             "sink_of_ceiling": own["mib_per_s"] / ceiling["mib_per_s"],
             "rounds": {"reference": refs, "ours": ours, "ceiling": ceilings},
@@ -339,6 +349,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=2.0,
         help="sync and pause this long before every run, so no run pays the previous one's "
         "writeback",
+    )
+    p.add_argument(
+        "--ceiling-workers",
+        type=int,
+        default=1,
+        help="checking writers in parallel processes for the ceiling run (as sink instances on "
+        "one node), each with its share of the frames",
     )
     p.add_argument("--timeout", type=float, default=600, help="seconds allowed per fio run")
     p.add_argument("--out", help="result JSON path (default reports/bench/storage-<time>.json)")

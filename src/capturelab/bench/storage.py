@@ -16,13 +16,17 @@ the machine cannot reach (a CPU emulated by qemu TCG, for one).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
+import queue
 import re
 import shutil
 import struct
 import subprocess
 import time
 from dataclasses import asdict, dataclass
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +169,15 @@ def run_sink(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_ceiling(
-    path: Path, frames: list[bytes], flush_every: int, direct_io: bool | None = None
-) -> Throughput:
-    """The least a sink must do per byte, with the sink's own appender: check each frame's CRC32C,
-    append it, sync every ``flush_every`` frames. No parsing, dedup, index or hour files: not a
-    sink, the ceiling of one on this CPU and volume. Below the target, no sink that checks what it
-    stores reaches the target there."""
+def _ceiling_once(
+    path: Path,
+    frames: list[bytes],
+    flush_every: int,
+    direct_io: bool | None,
+    ready: Barrier | None = None,
+) -> tuple[float, float, int]:
+    """One checking writer: (started, ended, bytes). ``perf_counter`` is the system's monotonic
+    clock on Linux, so the times of writers in other processes compare."""
     work = scratch(path, "ceiling")
     try:
         writer = Writer() if direct_io is not False and direct_io_supported(work) else None
@@ -179,6 +185,8 @@ def run_ceiling(
         appender: Appender = (
             BufferedAppender(target) if writer is None else DirectAppender(target, writer)
         )
+        if ready is not None:
+            ready.wait(60)
         started = time.perf_counter()
         for i, frame in enumerate(frames, 1):
             view = memoryview(frame)
@@ -189,16 +197,67 @@ def run_ceiling(
             if i % flush_every == 0:
                 appender.sync()
         appender.sync()
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
         size = appender.size
         appender.close()
         if writer is not None:
             writer.shutdown()
         if size != sum(len(f) for f in frames):
             raise InputError(f"ceiling bench wrote {size} bytes of {sum(len(f) for f in frames)}")
-        return Throughput(size, seconds)
+        return started, ended, size
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_ceiling(
+    path: Path,
+    frames: list[bytes],
+    flush_every: int,
+    direct_io: bool | None = None,
+    workers: int = 1,
+) -> Throughput:
+    """The least a sink must do per byte, with the sink's own appender: check each frame's CRC32C,
+    append it, sync every ``flush_every`` frames. No parsing, dedup, index or hour files: not a
+    sink, the ceiling of one on this CPU and volume. Below the target, no sink that checks what it
+    stores reaches the target there. ``workers`` > 1: that many such writers in processes of their
+    own (as many sink instances on one node would be), each with its share of the frames and its
+    own file, started together; the throughput is all their bytes over the time from the first
+    start to the last end."""
+    if workers == 1:
+        started, ended, size = _ceiling_once(path, frames, flush_every, direct_io)
+        return Throughput(size, ended - started)
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Barrier(workers)
+    results: multiprocessing.queues.Queue[tuple[str, Any]] = ctx.Queue()
+
+    def child(share: list[bytes]) -> None:
+        try:
+            results.put(("ok", _ceiling_once(path, share, flush_every, direct_io, ready)))
+        except BaseException as exc:  # reported to the parent, which raises it
+            results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+    procs = [ctx.Process(target=child, args=(frames[i::workers],)) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        outcomes = [results.get(timeout=900) for _ in procs]
+    except queue.Empty:
+        raise HostEnvironmentError(
+            "ceiling bench: a writer process gave no result in 900 s"
+        ) from None
+    finally:
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+    errors = [detail for kind, detail in outcomes if kind == "error"]
+    if errors:
+        raise InputError(f"ceiling bench: {errors[0]}")
+    spans = [detail for _kind, detail in outcomes]
+    return Throughput(
+        sum(size for _s, _e, size in spans),
+        max(end for _s, end, _n in spans) - min(start for start, _e, _n in spans),
+    )
 
 
 def geometry(path: Path) -> dict[str, Any]:
