@@ -5,6 +5,7 @@ erasure not repeated. (tests/test_sink_kafka.py runs two instances against a rea
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING
 from sinkdata import T0, frame, pseudonym
 from test_sink_service import FakeConsumer, Msg
 
+from capturelab.cli import main
 from capturelab.consent import ControlMessage, ControlType
 from capturelab.errors import InputError
 from capturelab.sink.audit import audit
@@ -166,3 +168,21 @@ def test_a_control_topic_that_grows_is_picked_up(tmp_path: Path):
     feed.refresh(force=True)
     assert control.assigned == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING), (2, OFFSET_BEGINNING)]
     assert feed.partitions == [0, 1, 2]
+
+
+def test_status_shows_how_far_the_control_topic_was_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    service, _group, control = _service(tmp_path)
+    service.status.state = "running"
+    control.queue = [_revoke("p1", AFTER, 6, partition=1)]
+    service.control_step()
+    service.write_status(force=True)
+    config = tmp_path / "sink.yml"
+    config.write_text(f"root: {tmp_path}\nbootstrap_servers: 127.0.0.1:9\n")
+    assert main(["sink", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^control read up to +1:7$", out, re.MULTILINE)
+    assert main(["sink", "status", "--config", str(config), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["control_partitions"] == [0, 1] and doc["control_next"] == {"1": 7}
