@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
 from sinkdata import T0, frame, pseudonym
 from test_sink_service import FakeConsumer, Msg
 
@@ -186,3 +186,19 @@ def test_status_shows_how_far_the_control_topic_was_read(
     assert main(["sink", "status", "--config", str(config), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["control_partitions"] == [0, 1] and doc["control_next"] == {"1": 7}
+
+
+def test_a_broker_away_during_a_refresh_is_tried_again_later(tmp_path: Path):
+    control = FakeControl({}, partitions=1)
+    feed = ControlFeed(control, TOPIC, tmp_path)
+    real = control.list_topics
+
+    def away(topic: str, timeout: float) -> Any:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    control.list_topics = away  # type: ignore[method-assign]
+    feed.start()  # logged, not raised: the service keeps running
+    assert feed.partitions == [] and feed.poll(10) == []
+    control.list_topics = real  # type: ignore[method-assign]
+    feed.refresh(force=True)
+    assert feed.partitions == [0]

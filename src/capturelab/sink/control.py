@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
@@ -75,7 +75,11 @@ class ControlFeed:
         if not force and now - self._last_refresh < REFRESH_EVERY_S:
             return
         self._last_refresh = now
-        meta = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        try:
+            meta = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        except KafkaException as exc:  # a broker away (restarting): try again next time
+            log.warning("control topic %s: metadata unavailable (%s)", self.topic, exc)
+            return
         if meta is None or meta.error is not None:
             log.warning("control topic %s: no metadata yet (%s)", self.topic, meta and meta.error)
             return

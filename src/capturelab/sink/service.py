@@ -74,6 +74,17 @@ def control_consumer_config(config: SinkConfig) -> dict[str, Any]:
     return conf
 
 
+def _usable(msg: Message, source: str) -> bool:
+    """False for an event in place of a message (logged); a fatal one stops the service."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.fatal():
+        raise KafkaException(err)
+    log.warning("%s: %s", source, err)
+    return False
+
+
 @dataclass
 class Status:
     state: str = "starting"
@@ -179,11 +190,7 @@ class SinkService:
 
     def _process(self, messages: list[Message]) -> None:
         for i, msg in enumerate(messages):
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
-                log.warning("consumer: %s", err)
+            if not _usable(msg, "consumer"):
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             try:
@@ -200,11 +207,7 @@ class SinkService:
         self.control.refresh()
         self.status.control_partitions = self.control.partitions
         for msg in self.control.poll(CONTROL_BATCH):
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
-                log.warning("control consumer: %s", err)
+            if not _usable(msg, "control consumer"):
                 continue
             try:
                 self._control(msg)
