@@ -63,6 +63,17 @@ def produce(
     assert not errors
 
 
+def grants_for(*who_and_collector: tuple[str, str]) -> list[tuple[str, bytes]]:
+    """Consent-granted control messages (key, value) for (participant, collector) pairs."""
+    out = []
+    for who, collector in who_and_collector:
+        grant = replace(GRANT, participant_id=pseudonym(who).hex())
+        msg = ControlMessage(ControlType.CONSENT_GRANTED, pseudonym(who), collector,
+                             GRANT.granted, "test", grant)  # fmt: skip
+        out.append((msg.pseudonym.hex(), msg.encode()))
+    return out
+
+
 def sink_config(
     tmp: Path, kafka: LocalKafka, name: str, root: Path | None = None, **extra: object
 ) -> Path:
@@ -186,12 +197,7 @@ def test_erasure_request_leaves_zero_records(kafka: LocalKafka, tmp_path: Path):
     config = sink_config(tmp_path, kafka, "erase")
     root = tmp_path / "array"
     p1 = pseudonym("p1")
-    granted = [
-        ControlMessage(ControlType.CONSENT_GRANTED, pseudonym(who), c, GRANT.granted, "test",
-                       replace(GRANT, participant_id=pseudonym(who).hex()))
-        for who, c in (("p1", "c1"), ("p2", "c2"))
-    ]  # fmt: skip
-    produce(kafka, control, [(g.pseudonym.hex(), g.encode()) for g in granted])
+    produce(kafka, control, grants_for(("p1", "c1"), ("p2", "c2")))
     with running(config):
         wait_for(lambda: events_stored(root) == 40 * BATCH, "both participants stored")
         wait_for(lambda: len(list((root / "consent").glob("*.json"))) == 2, "both grants kept")
@@ -239,12 +245,7 @@ def test_every_instance_acts_on_every_control_message(kafka: LocalKafka, tmp_pat
     """Capture partitions are shared, control messages are not: a revocation must erase the
     participant on every instance's array, and every array keeps every grant."""
     events, control = topics(kafka, "fanout", partitions=4)
-    granted = [
-        ControlMessage(ControlType.CONSENT_GRANTED, pseudonym(who), c, GRANT.granted, "test",
-                       replace(GRANT, participant_id=pseudonym(who).hex()))
-        for who, c in (("p1", "c0"), ("p2", "c9"))
-    ]  # fmt: skip
-    produce(kafka, control, [(g.pseudonym.hex(), g.encode()) for g in granted])
+    produce(kafka, control, grants_for(("p1", "c0"), ("p2", "c9")))
     roots = [tmp_path / "array", tmp_path / "array-b"]
     a = sink_config(tmp_path, kafka, "fanout", client_id="sink-a")
     b = sink_config(tmp_path, kafka, "fanout", client_id="sink-b", root=roots[1])
@@ -284,7 +285,7 @@ def test_every_instance_acts_on_every_control_message(kafka: LocalKafka, tmp_pat
         assert position["next"] == {"0": 3}  # two grants and the revocation, each acted on
     # Restarted, an instance does not act on the control messages again.
     with running(a) as again:
-        wait_for(lambda: again.status.control_partitions == [0], "the control topic assigned")
+        wait_for(lambda: again.control.partitions == [0], "the control topic assigned")
         time.sleep(2)
         assert again.status.control_messages == 0
 

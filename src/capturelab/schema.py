@@ -416,9 +416,24 @@ def encode_batch(
             0,
         )
     )
-    crc = crc32c.crc32c(payload, crc32c.crc32c(bytes(header[:_CRC_OFFSET])))
-    struct.pack_into("<I", header, _CRC_OFFSET, crc)
+    seal_crc(header, payload)
     return bytes(header) + payload
+
+
+def frame_crc(header: bytes | bytearray | memoryview, payload: bytes | memoryview) -> int:
+    """A frame's CRC32C: the header up to its CRC field, then the payload."""
+    return crc32c.crc32c(payload, crc32c.crc32c(header[:_CRC_OFFSET]))
+
+
+def seal_crc(header: bytearray, payload: bytes | memoryview) -> None:
+    """Write the frame's CRC32C into the header's CRC field."""
+    struct.pack_into("<I", header, _CRC_OFFSET, frame_crc(header, payload))
+
+
+def stored_crc(frame: bytes) -> int:
+    """The CRC32C a frame's header carries (no other header check: see ``read_header``)."""
+    crc: int = struct.unpack_from("<I", frame, _CRC_OFFSET)[0]
+    return crc
 
 
 _CODECS = {c.value: c for c in Codec}
@@ -469,7 +484,7 @@ def read_header(frame: bytes) -> FrameHeader:
 
 def verify_crc(frame: bytes, header: FrameHeader) -> None:
     view = memoryview(frame)  # slices of a view: the payload is hashed where it lies, not copied
-    crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(view[:_CRC_OFFSET]))
+    crc = frame_crc(view[:HEADER_SIZE], view[HEADER_SIZE:])
     if crc != header.crc:
         raise FrameError(f"header.crc32c is {header.crc:#010x} but the frame hashes to {crc:#010x}")
 

@@ -22,7 +22,6 @@ import os
 import queue
 import re
 import shutil
-import struct
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -30,11 +29,9 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-import crc32c
-
 from capturelab.bench.gateway import synthetic_frames
 from capturelab.errors import HostEnvironmentError, InputError
-from capturelab.schema import COLLECTOR_ID_BYTES, HEADER_SIZE
+from capturelab.schema import COLLECTOR_ID_BYTES, HEADER_SIZE, frame_crc, seal_crc, stored_crc
 from capturelab.sink.appender import (
     Appender,
     BufferedAppender,
@@ -126,8 +123,7 @@ def reframe(frame: bytes, collector_id: str) -> bytes:
     """The same batch under another collector id (a distinct identity), CRC recomputed."""
     header = bytearray(frame[:HEADER_SIZE])
     header[8 : 8 + COLLECTOR_ID_BYTES] = collector_id.encode().ljust(COLLECTOR_ID_BYTES, b"\0")
-    crc = crc32c.crc32c(frame[HEADER_SIZE:], crc32c.crc32c(bytes(header[: HEADER_SIZE - 4])))
-    struct.pack_into("<I", header, HEADER_SIZE - 4, crc)
+    seal_crc(header, frame[HEADER_SIZE:])
     return bytes(header) + frame[HEADER_SIZE:]
 
 
@@ -190,8 +186,7 @@ def _ceiling_once(
         started = time.perf_counter()
         for i, frame in enumerate(frames, 1):
             view = memoryview(frame)
-            crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(view[: HEADER_SIZE - 4]))
-            if crc != struct.unpack_from("<I", frame, HEADER_SIZE - 4)[0]:
+            if frame_crc(view[:HEADER_SIZE], view[HEADER_SIZE:]) != stored_crc(frame):
                 raise InputError(f"ceiling bench: frame {i} fails its CRC32C")
             appender.append(frame)
             if i % flush_every == 0:

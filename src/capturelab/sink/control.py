@@ -34,10 +34,6 @@ class ControlConsumer(Protocol):
     def close(self) -> None: ...
 
 
-def position_path(state: Path, topic: str) -> Path:
-    return state / f"control-{topic}.json"
-
-
 def load_position(path: Path) -> dict[int, int]:
     """``{partition: next offset}``; an absent file means: from the start."""
     if not path.exists():
@@ -60,7 +56,7 @@ class ControlFeed:
     def __init__(self, consumer: ControlConsumer, topic: str, state: Path) -> None:
         self.consumer = consumer
         self.topic = topic
-        self.path = position_path(state, topic)
+        self.path = state / f"control-{topic}.json"
         self.next = load_position(self.path)
         self._saved = dict(self.next)
         self._assigned: set[int] = set()

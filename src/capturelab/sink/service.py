@@ -93,7 +93,6 @@ class Status:
     lag: dict[str, int] = field(default_factory=dict)
     last_commit: str = ""
     control_messages: int = 0
-    control_partitions: list[int] = field(default_factory=list)
     bad_control_messages: int = 0
     erasures: int = 0
     grants: int = 0  # consent grants kept (capturelab.sink.grants)
@@ -205,7 +204,6 @@ class SinkService:
     def control_step(self) -> None:
         """Act on the control messages that arrived, in order; keep the position once durable."""
         self.control.refresh()
-        self.status.control_partitions = self.control.partitions
         for msg in self.control.poll(CONTROL_BATCH):
             if not _usable(msg, "control consumer"):
                 continue
@@ -371,7 +369,7 @@ class SinkService:
             "counters": self.store.counters.to_dict(),
             "write_mode": self.store.write_mode,
             "control_messages": self.status.control_messages,
-            "control_partitions": self.status.control_partitions,
+            "control_partitions": self.control.partitions,
             "control_next": {str(p): o for p, o in sorted(self.control.next.items())},
             "bad_control_messages": self.status.bad_control_messages,
             "erasures": self.status.erasures,
