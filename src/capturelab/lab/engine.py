@@ -17,18 +17,29 @@ from pathlib import Path
 from capturelab.errors import HostEnvironmentError
 from capturelab.lab.process import run, say, succeeds
 
-# Debian package -> a program it provides, checked with shutil.which.
-HOST_PACKAGES: dict[str, str] = {
-    "docker.io": "dockerd",
-    "qemu-user-static": "qemu-aarch64-static",
-    "binfmt-support": "update-binfmts",
-    "qemu-system-x86": "qemu-system-x86_64",
-    "qemu-utils": "qemu-img",
-    "debootstrap": "debootstrap",
-    "e2fsprogs": "mkfs.ext4",
-    "openssh-client": "ssh-keygen",
+# Every external program that the harness (src/capturelab/lab), the unit tests (tests/) and the
+# validation suites (validation/) run on this machine, by the Debian package that provides it.
+# The engine step installs each package one of whose programs is missing; tests/test_host_packages.py
+# fails on a program these code paths call that is in no package here (or in the venv).
+HOST_PACKAGES: dict[str, tuple[str, ...]] = {
+    "docker.io": ("docker", "dockerd"),
+    "qemu-user-static": ("qemu-aarch64-static",),
+    "binfmt-support": ("update-binfmts",),
+    "qemu-system-x86": ("qemu-system-x86_64",),
+    "qemu-utils": ("qemu-img",),
+    "debootstrap": ("debootstrap",),
+    "e2fsprogs": ("mkfs.ext4",),
+    "openssh-client": ("ssh", "ssh-keygen"),
+    "mtools": ("mformat", "mcopy", "mdir"),  # the Pi 5 card's FAT boot partition
+    "mount": ("mount", "umount", "losetup"),
+    "coreutils": ("chroot", "truncate", "sha256sum"),
+    "tar": ("tar",),
+    "apt": ("apt-get",),
+    "openssl": ("openssl",),  # the loopback broker's TLS in the unit tests
+    "default-jre-headless": ("java",),  # Kafka (the loopback broker, ProducerPerformance)
+    "maven": ("mvn",),  # resolves Kafka's jars on the controller (playbooks/kafka-jars.yml)
+    "fio": ("fio",),  # the storage benchmark's reference writer
 }
-
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
 
@@ -46,12 +57,18 @@ class HostFacts:
 
 
 def missing_packages() -> list[str]:
-    return [pkg for pkg, prog in HOST_PACKAGES.items() if shutil.which(prog) is None]
+    """Packages with at least one program not on PATH, in HOST_PACKAGES order."""
+    return [
+        pkg
+        for pkg, progs in HOST_PACKAGES.items()
+        if any(shutil.which(prog) is None for prog in progs)
+    ]
 
 
 def install_instruction(packages: list[str]) -> str:
     return (
-        "the sim lab needs a Docker engine, qemu and debootstrap on this machine. Install them "
+        "the sim lab and the tests need a Docker engine, qemu, debootstrap and the tools in "
+        "capturelab.lab.engine.HOST_PACKAGES on this machine. Install them "
         f"as root: apt-get install -y --no-install-recommends {' '.join(packages)}; then start "
         "the engine (systemctl start docker, or dockerd &) and run the command again."
     )
