@@ -17,7 +17,8 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help venv lint unit kafka-jars engine images molecule card-test test lab lab-up lab-provision lab-validate lab-report lab-down kafka-lock
+.PHONY: help venv lint unit kafka-jars engine images molecule card-test test test-summary lab lab-up \
+  lab-provision lab-provision-first lab-provision-again lab-validate lab-report lab-down kafka-lock
 
 help:
 	@echo "make lab       bring up the sim lab, provision it (twice: idempotence), validate it and write a report"
@@ -42,10 +43,11 @@ lint: venv
 	mypy
 
 # Kafka's jars, resolved and checksum-verified once on the controller (the sink tests' broker).
-kafka-jars: venv
+kafka-jars: venv engine
 	ansible-playbook playbooks/kafka-jars.yml -e kafka_version=$(KAFKA_VERSION)
 
-unit: venv kafka-jars
+# The engine step installs every host program the tests call (engine.HOST_PACKAGES).
+unit: venv engine kafka-jars
 	@mkdir -p .test-results
 	pytest tests -m "not card" --junitxml=.test-results/unit.xml
 
@@ -57,22 +59,34 @@ engine: venv
 images: engine
 	capturelab lab images --arch amd64 --arch arm64
 
-molecule: images
-	@mkdir -p .test-results; rm -f .test-results/molecule.passed
-	@for role in $(MOLECULE_ROLES); do \
-	  echo "== molecule: $$role"; \
-	  (cd roles/$$role && molecule test --all) || exit 1; \
-	  for s in roles/$$role/molecule/*/molecule.yml; do echo "$$s" >> .test-results/molecule.passed; done; \
-	done
+molecule: $(addprefix molecule-,$(MOLECULE_ROLES))
+
+# One role's scenarios; each passed scenario is listed in .test-results/molecule.passed.
+molecule-%: images
+	@mkdir -p .test-results; touch .test-results/molecule.passed
+	@sed -i '\#^roles/$*/#d' .test-results/molecule.passed
+	@echo "== molecule: $*"
+	cd roles/$* && molecule test --all
+	@for s in roles/$*/molecule/*/molecule.yml; do echo "$$s" >> .test-results/molecule.passed; done
 
 # The Pi 5 card: a two-partition image from the arm64 node image, prepared by images/pi5/card.py.
 card-test: images
 	@mkdir -p .test-results
 	pytest tests -m card --junitxml=.test-results/card.xml
 
+# Every phase is timed (.test-results/timings.json, a table at the end); the timing runner is
+# standard-library Python run from src/, so the venv's own build is a timed phase too.
+TIMED := PYTHONPATH=$(CURDIR)/src $(PYTHON) -m capturelab.timings run
+TEST_PHASES := venv lint engine kafka-jars unit images $(addprefix molecule-,$(MOLECULE_ROLES)) card-test
+
+test:
+	@rm -f .test-results/molecule.passed
+	@$(TIMED) --command "make test" --out .test-results/timings.json $(TEST_PHASES)
+	@$(MAKE) --no-print-directory test-summary
+
 # The closing line counts unit tests, card tests and molecule scenarios (each ran converge,
 # idempotence, verify).
-test: lint unit molecule card-test
+test-summary:
 	@python3 -c 'import xml.etree.ElementTree as E; \
 	n=lambda p: (lambda r: [int((r if r.tag=="testsuite" else r.find("testsuite")).get(x)) for x in ("tests","failures","errors","skipped")])(E.parse(p).getroot()); \
 	t,f,e,k=(a+b for a,b in zip(n(".test-results/unit.xml"), n(".test-results/card.xml"))); \
@@ -81,18 +95,24 @@ test: lint unit molecule card-test
 	print(f"test: {t-f-e-k+m} passed, {f+e} failed")'
 
 # The lab: on any failure everything it created is removed again (KEEP=1 keeps it to debug).
-lab: venv
-	@$(MAKE) --no-print-directory lab-up lab-provision lab-validate || { \
-	  status=$$?; \
-	  if [ "$${KEEP:-0}" != 1 ]; then $(MAKE) --no-print-directory lab-down; fi; \
-	  exit $$status; }
+# Every phase is timed: .test-results/lab-timings.json and timings.json in the report folder.
+LAB_PHASES := venv lab-up lab-provision-first lab-provision-again lab-validate
+lab:
+	@$(TIMED) --command "make lab" --out .test-results/lab-timings.json --copy-to reports/latest \
+	  $(if $(filter 1,$(KEEP)),,--on-failure lab-down) $(LAB_PHASES)
 
 lab-up: venv
 	capturelab lab up --inventory $(INVENTORY)
 	ansible all -i $(INVENTORY) -m ansible.builtin.ping
 
-lab-provision: venv
-	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --twice
+lab-provision: lab-provision-first lab-provision-again
+
+lab-provision-first: venv
+	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml
+
+# The second run must change nothing on any host (idempotence).
+lab-provision-again: venv
+	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --expect-no-change
 
 # The suites (validation/) and the report: reports/<timestamp>/report.html, printed with a summary.
 lab-validate: venv

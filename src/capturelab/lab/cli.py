@@ -226,6 +226,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     inventory = Path(args.inventory)
     playbook = Path(args.playbook)
     first = run_playbook(inventory, playbook)
+    if args.expect_no_change:
+        check_idempotent(first)
+        say(f"changed=0 on all {len(first)} hosts (idempotent)")
+        return 0
     say(f"first run: {sum(r.changed for r in first.values())} change(s) on {len(first)} host(s)")
     if args.twice:
         second = run_playbook(inventory, playbook)
@@ -276,6 +280,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--playbook", default="playbooks/provision.yml")
     p.add_argument(
         "--twice", action="store_true", help="run again and require changed=0 everywhere"
+    )
+    p.add_argument(
+        "--expect-no-change",
+        action="store_true",
+        help="run once and require changed=0 everywhere (the second run of --twice, alone)",
     )
     p.set_defaults(handler=cmd_provision)
 
