@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from capturelab.errors import InputError
-from capturelab.lab import wheelhouse
+from capturelab.lab import cache, wheelhouse
 from capturelab.lab.paths import LabPaths
 
 
@@ -58,6 +58,7 @@ def test_prune_keeps_the_newest_of_a_family_only(tmp_path: Path):
         d = tmp_path / name
         d.mkdir()
         (d / "requirements.txt").write_text("x\n")
+        cache.seal(d)  # only sealed (complete) wheelhouses count
         os.utime(d, (1_000 + i, 1_000 + i))
         made.append(d)
     removed = wheelhouse.prune(tmp_path, "amd64-py3.11-train", keep=2)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capturelab.errors import CapturelabError, InputError
+from capturelab.lab import cache
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import run, say, succeeds, venv_tool
 
@@ -56,6 +57,8 @@ VM_PACKAGES = (
     "python3-venv",
 )
 VM_DISK_SIZE = "6G"
+# images/rootfs.py writes it when debootstrap finished; a rootfs without it is made again.
+ROOTFS_MARKER = ".capturelab-rootfs-complete"
 # docker 20.10 (Debian's docker.io) accepts only CMD/ENV/... here, not STOPSIGNAL: the harness
 # passes --stop-signal SIGRTMIN+3 when it runs a node (systemd's orderly shutdown signal).
 NODE_IMAGE_CONFIG = (
@@ -109,6 +112,20 @@ def pyinfra_deploy(
     run(argv, what=what, cwd=str(paths.images))
 
 
+def make_rootfs(
+    paths: LabPaths, arch: str, rootfs: Path, packages: tuple[str, ...], mirror: str
+) -> None:
+    """A debootstrapped rootfs in ``rootfs`` (images/rootfs.py); a complete one is reused."""
+    if rootfs.exists() and not (rootfs / ROOTFS_MARKER).exists():
+        say(
+            f"rootfs cache {rootfs}: no completion marker ({ROOTFS_MARKER}): an earlier "
+            "debootstrap stopped half-way; it is made again from scratch"
+        )
+    data = {"arch": arch, "suite": SUITE, "mirror": mirror, "target": str(rootfs),
+            "include": ",".join(packages)}  # fmt: skip
+    pyinfra_deploy(paths, "@local", "rootfs.py", data, what=f"rootfs {rootfs.name}")
+
+
 @dataclass
 class NodeImage:
     paths: LabPaths
@@ -151,6 +168,7 @@ class NodeImage:
         if self.exists():
             say(f"node image {self.tag} is current (recipe unchanged)")
         else:
+            say(f"node image {self.tag}: no image of this recipe hash; building it")
             self._build()
         run(["docker", "tag", self.tag, self.alias], what=f"tag {self.alias}", stream=False)
         return self.tag
@@ -162,19 +180,7 @@ class NodeImage:
         say(
             f"building node image {self.tag} (debootstrap {SUITE} {self.arch}; arm64 takes minutes)"
         )
-        pyinfra_deploy(
-            self.paths,
-            "@local",
-            "rootfs.py",
-            {
-                "arch": self.arch,
-                "suite": SUITE,
-                "mirror": self.mirror,
-                "target": str(rootfs),
-                "include": ",".join(NODE_PACKAGES),
-            },
-            what=f"rootfs {self.arch}",
-        )
+        make_rootfs(self.paths, self.arch, rootfs, NODE_PACKAGES, self.mirror)
         subprocess.run(["docker", "rm", "-f", builder], capture_output=True, check=False)
         try:
             _docker_import(rootfs, rootfs_tag, NODE_IMAGE_CONFIG)
@@ -265,27 +271,21 @@ class StorageVmImage:
         return VmArtifacts(disk=d / "disk.raw", kernel=d / "vmlinuz", initrd=d / "initrd.img")
 
     def exists(self) -> bool:
-        return (self.directory / "complete").exists()
+        return cache.problem(self.directory) is None
 
     def ensure(self) -> VmArtifacts:
-        if self.exists():
-            say(f"storage VM image {self.directory.name} is current (recipe unchanged)")
-            return self.artifacts()
+        """The image, verified against its manifest; built again when absent or damaged."""
+        cache.ensure(self.directory, "storage VM image", self._build)
+        for old in self.directory.parent.glob("storage-*"):
+            if old != self.directory and not old.name.endswith(".partial"):
+                shutil.rmtree(old, ignore_errors=True)  # older recipes' images (about 1 GB each)
+                say(f"removed the outdated VM image {old.name}")
+        return self.artifacts()
+
+    def _build(self, tmp: Path) -> None:
         rootfs = self.paths.cache / "rootfs" / f"vm-{self.hash}"
         say(f"building storage VM image {self.directory.name} (debootstrap + Debian kernel)")
-        pyinfra_deploy(
-            self.paths,
-            "@local",
-            "rootfs.py",
-            {
-                "arch": "amd64",
-                "suite": SUITE,
-                "mirror": self.mirror,
-                "target": str(rootfs),
-                "include": ",".join(VM_PACKAGES),
-            },
-            what="rootfs storage VM",
-        )
+        make_rootfs(self.paths, "amd64", rootfs, VM_PACKAGES, self.mirror)
         pyinfra_deploy(
             self.paths,
             f"@chroot{rootfs}",
@@ -293,9 +293,6 @@ class StorageVmImage:
             {"suite": SUITE, "mirror": self.mirror},
             what="customise storage VM rootfs",
         )
-        tmp = self.directory.with_name(self.directory.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
         if not kernels:
             raise CapturelabError(f"storage VM rootfs {rootfs} has no kernel in /boot")
@@ -305,8 +302,7 @@ class StorageVmImage:
             raise CapturelabError(f"storage VM rootfs {rootfs} has no {initrd.name} in /boot")
         shutil.copy2(kernels[-1], tmp / "vmlinuz")
         shutil.copy2(initrd, tmp / "initrd.img")
-        marker = rootfs / ".capturelab-rootfs-complete"
-        marker.unlink(missing_ok=True)
+        (rootfs / ROOTFS_MARKER).unlink(missing_ok=True)
         run(
             [
                 "mkfs.ext4",
@@ -322,13 +318,5 @@ class StorageVmImage:
             what="storage VM root disk (mkfs.ext4 -d)",
             stream=False,
         )
-        (tmp / "complete").write_text(self.hash + "\n")
-        shutil.rmtree(self.directory, ignore_errors=True)
-        tmp.rename(self.directory)
         shutil.rmtree(rootfs, ignore_errors=True)
-        say(f"storage VM image built in {self.directory}")
-        for old in self.directory.parent.glob("storage-*"):
-            if old != self.directory and not old.name.endswith(".partial"):
-                shutil.rmtree(old, ignore_errors=True)  # older recipes' images (about 1 GB each)
-                say(f"removed the outdated VM image {old.name}")
-        return self.artifacts()
+        say(f"storage VM image built in {tmp}")

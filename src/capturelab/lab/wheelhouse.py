@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 
 from capturelab.errors import InputError
+from capturelab.lab import cache
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import run, say
 
@@ -66,12 +67,13 @@ def build(
     key = source_key(repo, python, extras)
     family = f"{arch}-py{python}-{'+'.join(extras) or 'core'}"
     out = paths.cache / "wheelhouse" / f"{family}-{key}"
-    if (out / "requirements.txt").is_file():
-        say(f"wheelhouse {out.name} is current")
-        return out
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    cache.ensure(out, "wheelhouse", lambda tmp: _download(repo, arch, python, extras, tmp))
+    prune(out.parent, family)
+    return out
+
+
+def _download(repo: Path, arch: str, python: str, extras: tuple[str, ...], tmp: Path) -> None:
+    """The wheels and their pins into ``tmp`` (sealed by the cache: SHA256SUMS, marker)."""
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     run(
         [*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp), str(repo)],
@@ -103,19 +105,13 @@ def build(
         "{}=={}".format(*name.split("-")[:2]) for name in wheels
     )  # wheel names: dist-version-...; dist names use underscores, which pip accepts
     (tmp / "requirements.txt").write_text("\n".join(pins) + "\n")
-    lines = [f"{hashlib.sha256((tmp / w).read_bytes()).hexdigest()}  {w}" for w in wheels]
-    (tmp / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    say(f"wheelhouse {out.name}: {len(wheels)} wheels")
-    prune(out.parent, family)
-    return out
+    say(f"wheelhouse {tmp.name.removesuffix('.partial')}: {len(wheels)} wheels")
 
 
 def prune(root: Path, family: str, keep: int = KEEP) -> list[Path]:
     """Remove all but the newest ``keep`` wheelhouses of a family (the train extra is ~3 GB)."""
     built = sorted(
-        (p for p in root.glob(f"{family}-*") if (p / "requirements.txt").is_file()),
+        (p for p in root.glob(f"{family}-*") if (p / cache.MARKER).is_file()),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
