@@ -18,11 +18,13 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
 .PHONY: help venv lint unit kafka-jars engine images molecule card-test test test-summary lab lab-up \
-  lab-provision lab-provision-first lab-provision-again lab-validate lab-report lab-down kafka-lock
+  lab-provision lab-provision-first lab-provision-again lab-validate lab-validate-full lab-full \
+  lab-report lab-down kafka-lock
 
 help:
 	@echo "make lab       bring up the sim lab, provision it (twice: idempotence), validate it and write a report"
-	@echo "make lab-validate  validate a running lab again (throughput, power budget, end to end)"
+	@echo "make lab-full  the same with every validation suite (the heavier ones too)"
+	@echo "make lab-validate  validate a running lab again (the suites make lab runs)"
 	@echo "make test      lint, unit tests and molecule for every role (what CI runs)"
 	@echo "make lab-down  remove every container, network, VM and state file of the lab"
 
@@ -115,8 +117,17 @@ lab-provision-again: venv
 	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --expect-no-change
 
 # The suites (validation/) and the report: reports/<timestamp>/report.html, printed with a summary.
+# `make lab` runs the suites whose SUITE_PROFILE is "lab" (they fit its 15 minutes);
+# `make lab-full` runs every suite. Each suite states its time budget (SUITE_BUDGET_S).
 lab-validate: venv
-	capturelab validate --inventory $(INVENTORY)
+	capturelab validate --inventory $(INVENTORY) --profile lab
+
+lab-validate-full: venv
+	capturelab validate --inventory $(INVENTORY) --profile full
+
+lab-full:
+	@$(TIMED) --command "make lab-full" --out .test-results/lab-timings.json --copy-to reports/latest \
+	  $(if $(filter 1,$(KEEP)),,--on-failure lab-down) $(filter-out lab-validate,$(LAB_PHASES)) lab-validate-full
 
 # Reachability and facts of every node only (no suite).
 lab-report: venv

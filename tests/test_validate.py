@@ -247,6 +247,8 @@ def test_suite_outcomes_always_reach_the_results_file(tmp_path: Path):
     (suites / "test_demo.py").write_text(
         "from conftest import assert_passed\n"
         "from capturelab.results import Result\n\n"
+        "SUITE_BUDGET_S = 60\n"
+        'SUITE_PROFILE = "lab"\n\n'
         "def test_recorded(record):\n"
         "    r = Result('demo', 'fast-enough', 'n1', 'fail', 1, 2, 'B/s', tool='t')\n"
         "    record(r)\n"
@@ -285,6 +287,7 @@ def test_suite_outcomes_always_reach_the_results_file(tmp_path: Path):
         ("test_assertion", "fail"),
         ("test_crash", "error"),
         ("ok", "pass"),
+        ("suite-time", "pass"),  # the whole suite's seconds against its SUITE_BUDGET_S
     }
     assert "the numbers differ" in json.dumps([r.to_dict() for r in read_results(out)])
     assert exit_code(read_results(out)) == 2  # a check that could not run wins: environment

@@ -33,11 +33,13 @@ from testinfra.utils.ansible_runner import AnsibleRunner
 from capturelab.errors import InputError
 from capturelab.lab.inventory import TIER_GROUPS, dump_inventory, group_members
 from capturelab.results import Result, write_results
+from capturelab.validate.budget import budget_result, suite_info
 from capturelab.validate.connect import Connection, rendered_connections
 from capturelab.validate.targets import Targets, targets_from_vars
 
 RESULTS_KEY = pytest.StashKey[list[Result]]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
+SUITE_SECONDS_KEY = pytest.StashKey[dict[str, float]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.stash[RESULTS_KEY] = []
     config.stash[EVIDENCE_KEY] = {}
+    config.stash[SUITE_SECONDS_KEY] = {}
     hosts = config.getoption("hosts", default=None)
     if hosts and str(hosts).startswith("ansible://"):
         config.option.force_ansible = True  # templated connection vars: only Ansible renders them
@@ -152,6 +155,9 @@ def assert_passed(results: list[Result]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    times = item.config.stash[SUITE_SECONDS_KEY]  # the suite's wall time: setup, call, teardown
+    stem = Path(str(item.path)).stem
+    times[stem] = times.get(stem, 0.0) + report.duration
     if report.when in ("setup", "call") and report.failed:
         mine = item.stash.get(RESULTS_KEY, [])
         if not any(r.status in ("fail", "error") for r in mine):
@@ -169,8 +175,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def suite_time_results(config: pytest.Config) -> list[Result]:
+    """One suite-time check per suite that ran, against the budget its file states."""
+    out = []
+    for stem, seconds in config.stash[SUITE_SECONDS_KEY].items():
+        path = Path(__file__).parent / f"{stem}.py"
+        info = suite_info(path)
+        out.append(budget_result(info.name, seconds, info.budget_s, f"validation/{path.name}"))
+    return out
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    config.stash[RESULTS_KEY].extend(suite_time_results(config))
     results_path = Path(config.getoption("capturelab_results"))
     evidence_path = Path(config.getoption("capturelab_evidence"))
     results_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,10 @@ from capturelab.power import Reading, best_reading, inventory_power
 from capturelab.validate.checks import power_results
 
 SUITE = "power"
+# Seconds this suite may take on the 2-core lab machine (its suite-time check fails past it),
+# and which command runs it ("lab": make lab and make lab-full; "full": make lab-full only).
+SUITE_BUDGET_S = 60
+SUITE_PROFILE = "lab"
 
 
 def _reading(lab: Lab, node: str) -> Reading:

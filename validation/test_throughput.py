@@ -27,6 +27,10 @@ from capturelab.validate.checks import bound, parse_iperf3
 from capturelab.validate.load import offer, request_erasure
 
 SUITE = "throughput"
+# Seconds this suite may take on the 2-core lab machine (its suite-time check fails past it),
+# and which command runs it ("lab": make lab and make lab-full; "full": make lab-full only).
+SUITE_BUDGET_S = 240
+SUITE_PROFILE = "lab"
 IPERF_PORT = 5201
 IPERF_SECONDS = 5
 MIB = 1024 * 1024

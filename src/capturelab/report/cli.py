@@ -31,14 +31,24 @@ def read_evidence(path: Path | None) -> dict[str, Any]:
 
 
 def render_run(
-    inventory: Path, out: Path, results_files: list[Path], evidence_file: Path | None
+    inventory: Path,
+    out: Path,
+    results_files: list[Path],
+    evidence_file: Path | None,
+    timings: dict[str, Any] | None = None,
 ) -> int:
-    """Collect node facts, merge the suites' results, write the report, print the summary."""
+    """Collect node facts, merge the suites' results, write the report, print the summary.
+
+    ``timings``: the record of the `make lab` phases so far, shown in the report.
+    """
     nodes = collect(inventory)
     results: list[Result] = node_results(nodes)
     for path in results_files:
         results += read_results(path)
-    folder = write_report(out, results, nodes, evidence=read_evidence(evidence_file))
+    evidence = read_evidence(evidence_file)
+    if timings:
+        evidence["lab_timings"] = timings
+    folder = write_report(out, results, nodes, evidence=evidence)
     for line in summary_lines(results, folder):
         print(line)
     for n in nodes:

@@ -207,6 +207,7 @@ def render_html(
                      n.arch, n.os, n.kernel, n.virtualization or "-")  # fmt: skip
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
+    parts += _timings_html(evidence.get("lab_timings"))
     if evidence.get("targets"):
         parts.append(
             "<h2>Targets (from the inventory and the planner)</h2><pre>"
@@ -215,6 +216,25 @@ def render_html(
         )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _timings_html(record: Any) -> list[str]:
+    """The `make lab` phases before validation (the record grows; the final one is beside)."""
+    if not isinstance(record, dict) or not record.get("phases"):
+        return []
+    e = html.escape
+    rows = [
+        f"<tr><td>{e(str(p.get('name')))}</td><td>{float(p.get('seconds', 0)):.1f}</td>"
+        f"<td>{e(str(p.get('status')))}</td></tr>"
+        for p in record["phases"]
+    ]
+    return [
+        f"<h2>Time per phase ({e(str(record.get('command', '')))}, up to this validation)</h2>",
+        "<table><tr><th>phase</th><th>seconds</th><th>status</th></tr>",
+        *rows,
+        "</table><p>The whole run's record, this validation included, is timings.json beside "
+        "this report.</p>",
+    ]
 
 
 def _overall_colour(code: int) -> str:

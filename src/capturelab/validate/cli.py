@@ -12,6 +12,7 @@ Exit 0 every check passed, 1 a check failed, 2 an environment error (a check cou
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ from pathlib import Path
 from capturelab.errors import InputError
 from capturelab.report.cli import render_run
 from capturelab.results import EXIT_ENVIRONMENT, Result, read_results, write_results
+from capturelab.timings import ENV_RECORD, RecordError, read_record
+from capturelab.validate.budget import PROFILES, read_suites, select
 
-SUITES = ("throughput", "power", "e2e")
+SUITES = ("throughput", "power", "e2e")  # validation/test_<suite>.py
 PYTEST_OUTCOME = {
     0: "passed",
     1: "a test failed",
@@ -66,7 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise InputError(
             f"--suites-dir {suites_dir}: no conftest.py there (run from the repository root)"
         )
-    suites = args.suite or list(SUITES)
+    suites = args.suite or [s.name for s in select(read_suites(suites_dir), args.profile)]
     work = Path(args.work) / time.strftime("%Y%m%dT%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     command = pytest_command(suites_dir, suites, Path(args.inventory), args.hosts, work)
@@ -94,8 +97,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         Path(args.out),
         [results_file],
         work / "evidence.json",
+        timings=phases_so_far(),
     )
     return code if proc.returncode in (0, 1) else max(code, EXIT_ENVIRONMENT)
+
+
+def phases_so_far() -> dict[str, object] | None:
+    """The timing record of the `make lab` this runs in (its phases before this one), if any."""
+    path = os.environ.get(ENV_RECORD)
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return read_record(Path(path)).to_dict()
+    except RecordError as exc:
+        raise InputError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,6 +119,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--inventory", "-i", default="inventory/sim", help="inventory (default: sim)")
     p.add_argument("--suite", action="append", choices=SUITES, help="a suite to run (default: all)")
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="full",
+        help="without --suite: 'lab' runs the suites make lab runs, 'full' every suite (default)",
+    )
     p.add_argument("--hosts", default="all", help="Ansible host pattern (default: all)")
     p.add_argument("--suites-dir", default="validation", help="the suites (default: validation)")
     p.add_argument("--out", default="reports", help="report root folder (default: reports)")
