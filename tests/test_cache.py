@@ -237,3 +237,31 @@ def test_kafka_jars_truncated_later_are_resolved_again(tmp_path: Path, tool_env:
     assert jar.stat().st_size > 1000
     again = _kafka_jars(cache_dir, tool_env)
     assert again.returncode == 0 and "resolving them again" not in again.stdout
+
+
+def test_two_builds_of_one_cache_at_once_build_it_once(tmp_path: Path):
+    """Two processes (molecule lanes) ask for the same cache: one builds, the other verifies."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from capturelab.lab import cache
+
+        def build(d):
+            with open(sys.argv[2], "a") as log:
+                log.write("built\\n")
+            time.sleep(1)
+            (d / "f").write_text("x")
+
+        cache.ensure(Path(sys.argv[1]), "test cache", build)
+        """
+    )
+    folder, log = tmp_path / "c", tmp_path / "builds.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(folder), str(log)], env=env)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert log.read_text() == "built\n"
+    assert cache.problem(folder) is None

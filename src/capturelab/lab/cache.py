@@ -13,6 +13,7 @@ SHA-256 of ``SHA256SUMS``. Only then is it renamed into place. Invariants:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 from collections.abc import Callable
@@ -73,8 +74,17 @@ def _damaged_file(folder: Path, manifest: Path) -> str | None:
 def ensure(folder: Path, what: str, build: Callable[[Path], None]) -> Path:
     """``folder``, verified; else built again by ``build(partial_folder)``, sealed, moved in.
 
-    ``what`` names the cache in the log ("wheelhouse", "storage VM image").
+    ``what`` names the cache in the log ("wheelhouse", "storage VM image"). Builds of one
+    folder are serialised by a lock file beside it (molecule lanes run side by side): the
+    second waits, then finds the first one's cache and verifies it.
     """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(folder, what, build)
+
+
+def _ensure_locked(folder: Path, what: str, build: Callable[[Path], None]) -> Path:
     reason = problem(folder)
     if reason is None:
         say(f"{what} {folder.name}: verified ({MANIFEST} and {MARKER})")
