@@ -11,7 +11,7 @@ from pathlib import Path
 
 from capturelab.errors import HostEnvironmentError
 from capturelab.lab import card, containers, engine, wheelhouse
-from capturelab.lab.images import ARCHES, NodeImage, StorageVmImage, pyinfra_deploy
+from capturelab.lab.images import ARCHES, StorageVmImage, build_all, pyinfra_deploy
 from capturelab.lab.inventory import LabInventory, LabNode, load_inventory
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import say
@@ -39,17 +39,18 @@ def cmd_images(args: argparse.Namespace) -> int:
     paths = LabPaths.find()
     arches: list[str] = args.arch or list(ARCHES)
     engine.ensure_all(paths.state, need_arm64="arm64" in arches)
+    built = build_all(paths, arches, vm=args.vm)
     for arch in arches:
-        print(NodeImage(paths, arch).ensure())
-    if args.vm:
-        print(StorageVmImage(paths).ensure().disk)
+        print(built.tags[arch])
+    if built.vm is not None:
+        print(built.vm.disk)
     return 0
 
 
 def bring_up(paths: LabPaths, inv: LabInventory) -> None:
     engine.ensure_all(paths.state, need_arm64="arm64" in inv.arches())
-    images = {arch: NodeImage(paths, arch).ensure() for arch in sorted(inv.arches())}
-    vm_image = StorageVmImage(paths).ensure() if inv.vms else None
+    built = build_all(paths, sorted(inv.arches()), vm=bool(inv.vms))
+    images, vm_image = built.tags, built.vm
     containers.ensure_network(inv)
     for node in inv.containers:
         containers.start_container(inv, node, images[node.arch])

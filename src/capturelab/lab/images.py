@@ -19,13 +19,15 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from capturelab.errors import CapturelabError, InputError
 from capturelab.lab import cache
 from capturelab.lab.paths import LabPaths
-from capturelab.lab.process import run, say, succeeds, venv_tool
+from capturelab.lab.process import output_to, run, say, succeeds, venv_tool
 
 SUITE = "bookworm"
 ARCHES = ("amd64", "arm64")
@@ -320,3 +322,65 @@ class StorageVmImage:
         )
         shutil.rmtree(rootfs, ignore_errors=True)
         say(f"storage VM image built in {tmp}")
+
+
+@dataclass(frozen=True)
+class BuiltImages:
+    tags: dict[str, str]  # arch -> node image tag
+    vm: VmArtifacts | None
+
+
+def build_all(paths: LabPaths, arches: list[str], vm: bool) -> BuiltImages:
+    """Every image asked for; the arm64 one beside the others when more than one is missing.
+
+    The arm64 rootfs runs dpkg under qemu-user (minutes, one core) while the amd64 image and the
+    VM image mostly wait on downloads and disk, so two lanes halve a fresh machine's wait:
+    lane 1 the arm64 node image, lane 2 the amd64 node image then the VM image. Each lane's
+    command output goes to ``.lab/logs/images-<lane>.log`` (progress lines still print); a
+    failure names its lane and ends with its log's last lines. Cached images are only verified.
+    """
+    nodes = {arch: NodeImage(paths, arch) for arch in arches}
+    vm_image = StorageVmImage(paths) if vm else None
+    slow = [a for a in arches if a == "arm64" and not nodes[a].exists()]
+    rest = [a for a in arches if a not in slow]
+    tags: dict[str, str] = {}
+    artifacts: list[VmArtifacts] = []
+
+    def lane_rest() -> None:
+        for arch in rest:
+            tags[arch] = nodes[arch].ensure()
+        if vm_image is not None:
+            artifacts.append(vm_image.ensure())
+
+    # Two lanes only pay when the arm64 image and something else both need a build.
+    others = any(not nodes[a].exists() for a in rest) or (
+        vm_image is not None and not vm_image.exists()
+    )
+    if slow and others:
+        say("building images in two lanes: arm64 | " + ", ".join(rest + ["VM"] * vm))
+        lanes = {"arm64": lambda: tags.__setitem__("arm64", nodes["arm64"].ensure()),
+                 "rest": lane_rest}  # fmt: skip
+        _run_lanes(paths, lanes)
+    else:
+        for arch in slow:
+            tags[arch] = nodes[arch].ensure()
+        lane_rest()
+    return BuiltImages(tags={a: tags[a] for a in arches}, vm=artifacts[0] if artifacts else None)
+
+
+def _run_lanes(paths: LabPaths, lanes: dict[str, Callable[[], None]]) -> None:
+    """Run each lane in a thread of its own, its output in a log; raise the first failure."""
+
+    def in_log(name: str, lane: Callable[[], None]) -> None:
+        log = paths.state / "logs" / f"images-{name}.log"
+        log.unlink(missing_ok=True)
+        say(f"images lane {name}: command output in {log}")
+        with output_to(log):
+            lane()
+
+    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+        futures = {name: pool.submit(in_log, name, lane) for name, lane in lanes.items()}
+    for name, future in futures.items():
+        error = future.exception()
+        if error is not None:
+            raise CapturelabError(f"images lane {name}: {error}") from error

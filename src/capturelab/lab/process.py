@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from capturelab.errors import CapturelabError, HostEnvironmentError
+
+# Where run() sends a streamed command's output in this thread (None: the terminal). Builds that
+# run side by side (images.build_all) each write to a log of their own.
+_STREAM_LOG: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "stream_log", default=None
+)
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Stream the output of run() in this context into ``log`` (appended), not the terminal."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    token = _STREAM_LOG.set(log)
+    try:
+        yield
+    finally:
+        _STREAM_LOG.reset(token)
+
+
+def _log_tail(log: Path, lines: int = 15) -> str:
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"\n(the end of {log})\n" + "\n".join(tail)
 
 
 def say(message: str) -> None:
@@ -35,16 +62,21 @@ def run(
     """
     say(f"{what}: {shlex.join(argv)}")
     started = time.monotonic()
+    log = _STREAM_LOG.get() if stream else None
     try:
-        proc = subprocess.run(
-            argv,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            input=input_bytes,
-            capture_output=not stream,
-            timeout=timeout,
-            check=False,
-        )
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(log.open("ab")) if log else None
+            proc = subprocess.run(
+                argv,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                input=input_bytes,
+                capture_output=not stream,
+                stdout=sink,
+                stderr=subprocess.STDOUT if sink else None,
+                timeout=timeout,
+                check=False,
+            )
         output = "" if stream else proc.stdout.decode(errors="replace")
     except FileNotFoundError as exc:
         raise CapturelabError(f"{what}: command not found: {argv[0]}") from exc
@@ -53,7 +85,7 @@ def run(
             f"{what}: timed out after {timeout:.0f} s: {shlex.join(argv)}"
         ) from exc
     if proc.returncode != 0:
-        tail = ""
+        tail = _log_tail(log) if log else ""
         if not stream:
             err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()[-15:]
             tail = "\n" + "\n".join(err) if err else ""
