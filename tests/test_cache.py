@@ -8,6 +8,7 @@ tasks, maven from the local repository of the first resolution).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -265,3 +266,24 @@ def test_two_builds_of_one_cache_at_once_build_it_once(tmp_path: Path):
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert log.read_text() == "built\n"
     assert cache.problem(folder) is None
+
+
+def test_a_sparse_file_sums_as_sha256sum_does(tmp_path: Path):
+    """Holes at the start, between data and at the end: the ordinary SHA-256 of every byte."""
+    sparse = tmp_path / "disk.raw"
+    with sparse.open("wb") as f:
+        f.seek(3 << 20)
+        f.write(b"data" * 5000)
+        f.seek(9 << 20)
+        f.write(b"more")
+        f.truncate(16 << 20)
+    expected = subprocess.run(
+        ["sha256sum", str(sparse)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    assert cache.file_sha256(sparse) == expected
+    dense = tmp_path / "dense"
+    dense.write_bytes(os.urandom(3 << 20) + b"tail")
+    assert cache.file_sha256(dense) == hashlib.sha256(dense.read_bytes()).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert cache.file_sha256(empty) == hashlib.sha256(b"").hexdigest()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +28,58 @@ CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
+    """The file's SHA-256 (as sha256sum prints it), reading only its data extents.
+
+    A sparse file's holes (the VM disk is 6 GiB, mostly holes) are fed to the digest as zeros
+    without being read, so the sum is the ordinary one at a fraction of the reads.
+    """
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
+        size = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos < size:
+            data = _next_data(f.fileno(), pos, size)
+            _feed_zeros(digest, data - pos)
+            end = _next_hole(f.fileno(), data, size)
+            f.seek(data)
+            left = end - data
+            while left > 0 and (block := f.read(min(CHUNK, left))):
+                digest.update(block)
+                left -= len(block)
+            pos = end
     return digest.hexdigest()
+
+
+def _next_data(fd: int, pos: int, size: int) -> int:
+    try:
+        return os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:  # ENXIO: only a hole is left; or no SEEK_DATA on this filesystem
+        return size if _has_seek_data(fd) else pos
+
+
+def _next_hole(fd: int, pos: int, size: int) -> int:
+    try:
+        return min(os.lseek(fd, pos, os.SEEK_HOLE), size)
+    except OSError:
+        return size
+
+
+def _has_seek_data(fd: int) -> bool:
+    try:
+        os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:
+        return False
+    return True
+
+
+_ZEROS = bytes(CHUNK)
+
+
+def _feed_zeros(digest: hashlib._Hash, count: int) -> None:
+    while count > 0:
+        n = min(count, CHUNK)
+        digest.update(_ZEROS[:n] if n < CHUNK else _ZEROS)
+        count -= n
 
 
 def seal(folder: Path) -> None:
