@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ class Clock:
 
 
 def fake_runner(clock: Clock, seconds: dict[str, float], codes: dict[str, int], ran: list[str]):
-    def run(target: str) -> int:
+    def run(target: str, log: Path | None) -> int:
         ran.append(target)
         clock.now += seconds.get(target, 1.0)
         return codes.get(target, 0)
@@ -76,7 +77,7 @@ def test_the_record_is_on_disk_after_each_phase(tmp_path: Path):
     seen: list[list[str]] = []
     clock = Clock()
 
-    def runner(target: str) -> int:
+    def runner(target: str, log: Path | None) -> int:
         if out.exists():
             seen.append([p["name"] for p in json.loads(out.read_text())["phases"]])
         clock.now += 1
@@ -125,3 +126,73 @@ def test_the_cli_runs_make_targets_stdlib_only(tmp_path: Path):
     assert [(p.name, p.status) for p in record.phases] == [
         ("ok", PASSED), ("bad", FAILED), ("ok", NOT_RUN), ("clean", PASSED)
     ]  # fmt: skip
+
+
+def test_lanes_run_side_by_side_and_count_once_in_the_total(tmp_path: Path):
+    """Two lanes meet at a barrier: run one after the other, they would never get past it."""
+    barrier = threading.Barrier(2, timeout=10)
+    seen_logs: list[Path | None] = []
+
+    def runner(target: str, log: Path | None) -> int:
+        seen_logs.append(log)
+        if target in ("molecule-kafka", "molecule-storage_array"):
+            barrier.wait()
+        return 0
+
+    record = TimingRecord("make test")
+    out = tmp_path / "timings.json"
+    phases = ["lint", "molecule-kafka+molecule-sink|molecule-storage_array"]
+    assert timings.run_phases(record, phases, out, runner) == 0
+    got = [(p.name, p.status, p.lane) for p in record.phases]
+    assert got == [
+        ("lint", PASSED, 0),
+        ("2 lanes", PASSED, 0),
+        ("molecule-kafka", PASSED, 1),
+        ("molecule-sink", PASSED, 1),
+        ("molecule-storage_array", PASSED, 2),
+    ]
+    assert record.total_s == sum(p.seconds for p in record.phases[:2])
+    assert tmp_path / "logs" / "molecule-sink.log" in seen_logs
+    assert timings.read_record(out).phases[3].lane == 1
+
+
+def test_after_a_failure_in_one_lane_no_lane_starts_another_target(tmp_path: Path):
+    started: list[str] = []
+    sink_may_end = threading.Event()
+
+    def runner(target: str, log: Path | None) -> int:
+        started.append(target)
+        if target == "b1":
+            return 1
+        if target == "a1":
+            sink_may_end.wait(timeout=0.5)  # b1 fails meanwhile
+        return 0
+
+    record = TimingRecord("make test")
+    code = timings.run_phases(record, ["a1+a2|b1+b2", "after"], tmp_path / "t.json", runner)
+    assert code == 1
+    status = {p.name: p.status for p in record.phases}
+    assert status == {"2 lanes": FAILED, "a1": PASSED, "a2": NOT_RUN, "b1": FAILED,
+                      "b2": NOT_RUN, "after": NOT_RUN}  # fmt: skip
+    assert "a2" not in started and "b2" not in started
+
+
+def test_a_lane_token_without_targets_is_refused():
+    with pytest.raises(ValueError, match="lanes are written a\\+b\\|c\\+d"):
+        timings.parse_lanes("a+b|")
+
+
+def test_the_cli_shows_each_lane_target_whole(tmp_path: Path):
+    (tmp_path / "Makefile").write_text(
+        "x:\n\t@echo x-start; sleep 0.3; echo x-end\ny:\n\t@echo y-start; sleep 0.1; echo y-end\n"
+    )
+    out = tmp_path / "t.json"
+    argv = [sys.executable, "-S", "-m", "capturelab.timings", "run", "--command", "make t",
+            "--out", str(out), "x|y"]  # fmt: skip
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert text.index("y-start") < text.index("y-end") < text.index("x-start") < text.index("x-end")
+    assert (tmp_path / "logs" / "x.log").read_text() == "x-start\nx-end\n"
+    assert [p.lane for p in timings.read_record(out).phases] == [0, 1, 2]

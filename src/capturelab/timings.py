@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,13 @@ class Phase:
     name: str
     seconds: float
     status: str
+    lane: int = 0  # 1, 2, ...: one of the lanes of the group phase before it, run side by side
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        if not self.lane:
+            del data["lane"]
+        return data
 
 
 @dataclass
@@ -52,7 +60,8 @@ class TimingRecord:
 
     @property
     def total_s(self) -> float:
-        return round(sum(p.seconds for p in self.phases), 1)
+        """Wall time: a lane group counts once (its phases ran inside it, side by side)."""
+        return round(sum(p.seconds for p in self.phases if not p.lane), 1)
 
     @property
     def status(self) -> str:
@@ -64,7 +73,7 @@ class TimingRecord:
             "started": self.started,
             "total_s": self.total_s,
             "status": self.status,
-            "phases": [asdict(p) for p in self.phases],
+            "phases": [p.to_dict() for p in self.phases],
         }
 
     def write(self, path: Path) -> None:
@@ -76,8 +85,13 @@ class TimingRecord:
 
     def table(self) -> str:
         width = max([len("phase"), *(len(p.name) for p in self.phases)])
+
         lines = [f"{'phase':<{width}}  {'seconds':>8}  status"]
-        lines += [f"{p.name:<{width}}  {p.seconds:>8.1f}  {p.status}" for p in self.phases]
+        lines += [
+            f"{p.name:<{width}}  {p.seconds:>8.1f}  {p.status}"
+            + (f" (lane {p.lane})" if p.lane else "")
+            for p in self.phases
+        ]
         lines.append(f"{'total':<{width}}  {self.total_s:>8.1f}  {self.status}")
         return "\n".join(lines)
 
@@ -98,7 +112,9 @@ def read_record(path: Path) -> TimingRecord:
     )
     for i, raw in enumerate(data["phases"]):
         try:
-            phase = Phase(str(raw["name"]), float(raw["seconds"]), str(raw["status"]))
+            phase = Phase(
+                str(raw["name"]), float(raw["seconds"]), str(raw["status"]), int(raw.get("lane", 0))
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(
                 f"{path}: phases[{i}]: {exc!r} (needs name, seconds, status)"
@@ -111,15 +127,65 @@ def read_record(path: Path) -> TimingRecord:
     return record
 
 
-Runner = Callable[[str], int]
+# Runs one make target; with a log path its output goes there (lanes), else to the terminal.
+Runner = Callable[[str, Path | None], int]
+_PRINT = threading.Lock()
 
 
 def make_runner(make: str) -> Runner:
-    def run(target: str) -> int:
+    def run(target: str, log: Path | None) -> int:
         argv = [make, "--no-print-directory", target]
-        return subprocess.run(argv, check=False).returncode  # noqa: S603 - make and a target
+        if log is None:
+            return subprocess.run(argv, check=False).returncode  # noqa: S603 - make and a target
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+        code = proc.returncode
+        with _PRINT:  # a lane's target is shown whole when it ends, never interleaved
+            print(f"== {target} (output also in {log})", flush=True)
+            sys.stdout.write(log.read_text(errors="replace"))
+            sys.stdout.flush()
+        return code
 
     return run
+
+
+def parse_lanes(token: str) -> list[list[str]]:
+    """``a+b|c+d``: lane 1 runs a then b while lane 2 runs c then d."""
+    lanes = [[t for t in lane.split("+") if t] for lane in token.split("|")]
+    if len(lanes) < 2 or any(not lane for lane in lanes):
+        raise ValueError(f"phase {token!r}: lanes are written a+b|c+d, each with a target")
+    return lanes
+
+
+def _run_lanes(
+    token: str, runner: Runner, logs: Path, clock: Callable[[], float]
+) -> tuple[int, list[Phase]]:
+    """Each lane in a thread; after a failure no lane starts another target."""
+    lanes = parse_lanes(token)
+    failed = threading.Event()
+    results: list[list[Phase]] = [[] for _ in lanes]
+    codes = [0] * len(lanes)
+
+    def lane(i: int, targets: list[str]) -> None:
+        for target in targets:
+            if failed.is_set():
+                results[i].append(Phase(target, 0.0, NOT_RUN, lane=i + 1))
+                continue
+            start = clock()
+            code = runner(target, logs / f"{target}.log")
+            status = PASSED if code == 0 else FAILED
+            results[i].append(Phase(target, round(clock() - start, 1), status, lane=i + 1))
+            if code != 0:
+                codes[i] = code
+                failed.set()
+
+    threads = [threading.Thread(target=lane, args=(i, t)) for i, t in enumerate(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return next((c for c in codes if c), 0), [p for r in results for p in r]
 
 
 def run_phases(
@@ -131,26 +197,43 @@ def run_phases(
     on_failure: str | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Run each phase in turn, recording it; return the first failing phase's exit status."""
+    """Run each phase in turn, recording it; return the first failing phase's exit status.
+
+    A phase ``a+b|c+d`` is a group of lanes run side by side (their output in
+    ``<out folder>/logs/<target>.log``, printed whole as each ends): the group is recorded
+    with its wall time, then each lane's phases with their own.
+    """
     status = 0
     for name in phases:
         if status != 0:
-            record.phases.append(Phase(name, 0.0, NOT_RUN))
+            record.phases += [Phase(n, 0.0, NOT_RUN) for n in _names(name)]
             continue
         start = clock()
-        status = runner(name)
-        record.phases.append(
-            Phase(name, round(clock() - start, 1), PASSED if status == 0 else FAILED)
-        )
+        if "|" in name:
+            status, inner = _run_lanes(name, runner, out.parent / "logs", clock)
+        else:
+            status, inner = runner(name, None), []
+        group = Phase(_label(name), round(clock() - start, 1), PASSED if status == 0 else FAILED)
+        record.phases += [group, *inner]
         record.write(out)
     if status != 0 and on_failure:
         start = clock()
-        cleanup = runner(on_failure)
+        cleanup = runner(on_failure, None)
         record.phases.append(
             Phase(on_failure, round(clock() - start, 1), PASSED if cleanup == 0 else FAILED)
         )
     record.write(out)
     return status
+
+
+def _label(token: str) -> str:
+    return f"{len(parse_lanes(token))} lanes" if "|" in token else token
+
+
+def _names(token: str) -> list[str]:
+    if "|" not in token:
+        return [token]
+    return [_label(token), *(t for lane in parse_lanes(token) for t in lane)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ it and nothing else does. Dependencies come only as binary wheels for the target
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import sys
@@ -67,8 +68,13 @@ def build(
     key = source_key(repo, python, extras)
     family = f"{arch}-py{python}-{'+'.join(extras) or 'core'}"
     out = paths.cache / "wheelhouse" / f"{family}-{key}"
-    cache.ensure(out, "wheelhouse", lambda tmp: _download(repo, arch, python, extras, tmp))
-    prune(out.parent, family)
+    # One wheelhouse build at a time on this machine: each builds the capturelab wheel in the
+    # source tree (pip's in-tree build), which two builds at once would share.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (out.parent / ".build.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cache.ensure(out, "wheelhouse", lambda tmp: _download(repo, arch, python, extras, tmp))
+        prune(out.parent, family)
     return out
 
 
