@@ -117,11 +117,12 @@ lab-up: venv
 lab-provision: lab-provision-first lab-provision-again
 
 lab-provision-first: venv
-	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml
+	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --tiers-side-by-side
 
 # The second run must change nothing on any host (idempotence).
 lab-provision-again: venv
-	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --expect-no-change
+	capturelab lab provision --inventory $(INVENTORY) --playbook playbooks/provision.yml --expect-no-change \
+	  --tiers-side-by-side
 
 # The suites (validation/) and the report: reports/<timestamp>/report.html, printed with a summary.
 # `make lab` runs the suites whose SUITE_PROFILE is "lab" (they fit its 15 minutes);

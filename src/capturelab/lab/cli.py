@@ -12,10 +12,16 @@ from pathlib import Path
 from capturelab.errors import HostEnvironmentError
 from capturelab.lab import card, containers, engine, wheelhouse
 from capturelab.lab.images import ARCHES, StorageVmImage, build_all, pyinfra_deploy
-from capturelab.lab.inventory import LabInventory, LabNode, load_inventory
+from capturelab.lab.inventory import TIER_GROUPS, LabInventory, LabNode, load_inventory
 from capturelab.lab.paths import LabPaths
 from capturelab.lab.process import say
-from capturelab.lab.provision import check_idempotent, run_playbook
+from capturelab.lab.provision import (
+    HostRecap,
+    check_idempotent,
+    disjoint_tiers,
+    run_playbook,
+    run_tiers_side_by_side,
+)
 from capturelab.lab.vm import LabVm, stop_all
 
 DEFAULT_INVENTORY = Path("inventory/sim")
@@ -223,17 +229,30 @@ def export_image_rootfs(image: str, dest: Path) -> None:
         subprocess.run(["docker", "rm", cid.stdout.strip()], capture_output=True, check=False)
 
 
+def _provision_once(args: argparse.Namespace, run: int) -> dict[str, HostRecap]:
+    inventory, playbook = Path(args.inventory), Path(args.playbook)
+    if not args.tiers_side_by_side:
+        return run_playbook(inventory, playbook)
+    paths = LabPaths.find()
+    inv = _inventory(args, paths)
+    tiers = {t: [n.name for n in inv.nodes if t in n.groups] for t in TIER_GROUPS}
+    if not disjoint_tiers(tiers):
+        say("a host is in two tier groups: the tiers are provisioned in one run")
+        return run_playbook(inventory, playbook)
+    return run_tiers_side_by_side(
+        inventory, playbook, tiers, paths.state / "logs" / f"provision-{run}"
+    )
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
-    inventory = Path(args.inventory)
-    playbook = Path(args.playbook)
-    first = run_playbook(inventory, playbook)
+    first = _provision_once(args, 1)
     if args.expect_no_change:
         check_idempotent(first)
         say(f"changed=0 on all {len(first)} hosts (idempotent)")
         return 0
     say(f"first run: {sum(r.changed for r in first.values())} change(s) on {len(first)} host(s)")
     if args.twice:
-        second = run_playbook(inventory, playbook)
+        second = _provision_once(args, 2)
         check_idempotent(second)
         say(f"second run: changed=0 on all {len(second)} hosts (idempotent)")
     return 0
@@ -286,6 +305,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--expect-no-change",
         action="store_true",
         help="run once and require changed=0 everywhere (the second run of --twice, alone)",
+    )
+    p.add_argument(
+        "--tiers-side-by-side",
+        action="store_true",
+        help="one ansible-playbook --limit <tier> per tier group at once (hosts in one tier each)",
     )
     p.set_defaults(handler=cmd_provision)
 

@@ -6,9 +6,12 @@ second run ``changed=0`` on every host (idempotence), else we say which hosts ch
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,28 +53,84 @@ def parse_recap(output: str) -> dict[str, HostRecap]:
     return recaps
 
 
-def run_playbook(inventory: Path, playbook: Path) -> dict[str, HostRecap]:
-    """Run the playbook, streaming its output, and return its recap."""
+def run_playbook(
+    inventory: Path, playbook: Path, limit: str | None = None, log: Path | None = None
+) -> dict[str, HostRecap]:
+    """Run the playbook, streaming its output (into ``log`` when given), and return its recap."""
     if not playbook.is_file():
         raise CapturelabError(f"playbook {playbook} does not exist")
     argv = [venv_tool("ansible-playbook"), "-i", str(inventory), str(playbook)]
-    say(f"ansible-playbook -i {inventory} {playbook}")
+    if limit:
+        argv += ["--limit", limit]
+    where = f" --limit {limit}" if limit else ""
+    say(
+        f"ansible-playbook -i {inventory} {playbook}{where}"
+        + (f" (output in {log})" if log else "")
+    )
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     assert proc.stdout is not None  # noqa: S101 - requested above
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        lines.append(line)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("w")) if log else sys.stdout
+        for line in proc.stdout:
+            out.write(line)
+            lines.append(line)
     rc = proc.wait()
     recap = parse_recap("".join(lines))
     bad = [r.host for r in recap.values() if r.failed or r.unreachable]
     if rc != 0 or bad:
         raise CapturelabError(
-            f"{playbook} failed (exit {rc})" + (f" on {', '.join(sorted(bad))}" if bad else "")
+            f"{playbook}{where} failed (exit {rc})"
+            + (f" on {', '.join(sorted(bad))}" if bad else "")
+            + (f"; its output is in {log}" if log else "")
         )
     if not recap:
-        raise CapturelabError(f"{playbook}: no PLAY RECAP in the output")
+        raise CapturelabError(f"{playbook}{where}: no PLAY RECAP in the output")
     return recap
+
+
+def disjoint_tiers(tiers: dict[str, list[str]]) -> bool:
+    """True when no host is in two tier groups (then each tier can run on its own)."""
+    hosts = [h for members in tiers.values() for h in members]
+    return len(hosts) == len(set(hosts))
+
+
+def run_tiers_side_by_side(
+    inventory: Path, playbook: Path, tiers: dict[str, list[str]], logs: Path
+) -> dict[str, HostRecap]:
+    """One ``ansible-playbook --limit <tier>`` per tier at once; the recaps merged.
+
+    Every play still runs in its order on each host (common first, then its tier's roles);
+    what changes is that the tiers' plays overlap instead of waiting for each other, since
+    no provisioning task of one tier reaches another tier's hosts (each is configured from
+    the inventory alone). Each tier's output goes to ``logs/<tier>.log`` and is printed whole
+    when it ends. The first failure is raised after every tier finished.
+    """
+    if not disjoint_tiers(tiers):
+        raise CapturelabError("a host is in two tier groups: provision the tiers in one run")
+    logs.mkdir(parents=True, exist_ok=True)
+    printing = threading.Lock()
+
+    def one(tier: str) -> dict[str, HostRecap]:
+        log = logs / f"{tier}.log"
+        try:
+            return run_playbook(inventory, playbook, limit=tier, log=log)
+        finally:
+            with printing:
+                print(f"== provision {tier} ({', '.join(tiers[tier])}): {log}", flush=True)
+                sys.stdout.write(log.read_text(errors="replace") if log.exists() else "")
+                sys.stdout.flush()
+
+    active = [t for t, members in tiers.items() if members]
+    with ThreadPoolExecutor(max_workers=len(active) or 1) as pool:
+        futures = {t: pool.submit(one, t) for t in active}
+    merged: dict[str, HostRecap] = {}
+    errors = [f.exception() for f in futures.values() if f.exception() is not None]
+    if errors:
+        raise CapturelabError("; ".join(str(e) for e in errors))
+    for future in futures.values():
+        merged.update(future.result())
+    return merged
 
 
 def check_idempotent(recap: dict[str, HostRecap]) -> None:
