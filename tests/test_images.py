@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from capturelab.errors import InputError
 from capturelab.lab import images
-from capturelab.lab.images import NodeImage, StorageVmImage, debian_mirror, recipe_hash
+from capturelab.lab.images import (
+    LabImage,
+    NodeImage,
+    StorageVmImage,
+    debian_mirror,
+    recipe_hash,
+)
 from capturelab.lab.paths import LabPaths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,3 +88,40 @@ def test_paths_find_repo_from_subfolder():
 def test_paths_outside_repo(tmp_path: Path):
     with pytest.raises(InputError, match=r"images/rootfs\.py"):
         LabPaths.find(tmp_path)
+
+
+def _role_yaml(path: str) -> dict[str, object]:
+    return yaml.safe_load((REPO / path).read_text())
+
+
+def test_lab_images_carry_what_the_roles_install_on_lab_nodes():
+    """Every apt package the roles install on the sim lab's nodes is in its image, no more."""
+    common = _role_yaml("roles/common/defaults/main.yml")
+    venv = _role_yaml("roles/capturelab_venv/defaults/main.yml")
+    role_packages = {
+        *common["common_base_packages"],  # type: ignore[misc]
+        *common["common_validation_packages"],  # type: ignore[misc]
+        *venv["capturelab_venv_packages"],  # type: ignore[misc]
+    }
+    kafka_tasks = " ".join(
+        (REPO / "roles/kafka/tasks" / f).read_text() for f in ("install.yml", "security.yml")
+    )
+    for arch in images.ARCHES:
+        carried = {*images.NODE_PACKAGES, *LabImage(NodeImage(LabPaths(REPO), arch, "x")).packages}
+        assert role_packages <= carried, (arch, role_packages - carried)
+    amd64 = set(images.LAB_PACKAGES["amd64"])
+    assert amd64 == {"openjdk-17-jre-headless", "python3-cryptography"}
+    assert all(f"name: {p}" in kafka_tasks for p in amd64)
+    everything = role_packages | amd64
+    extra = {p for ps in images.LAB_PACKAGES.values() for p in ps} - everything
+    assert not extra, f"LAB_PACKAGES names packages no role installs: {extra}"
+    assert {*role_packages, "chrony"} <= set(images.VM_PACKAGES)  # the VM runs chrony
+
+
+def test_lab_image_hash_follows_its_base_and_packages(monkeypatch: pytest.MonkeyPatch):
+    base = NodeImage(LabPaths(REPO), "arm64", mirror="x")
+    lab = LabImage(base)
+    before = lab.hash
+    assert lab.tag == f"capturelab/node:arm64-lab-{before}"
+    monkeypatch.setitem(images.LAB_PACKAGES, "arm64", ("tmux",))
+    assert LabImage(base).hash != before

@@ -55,7 +55,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 def bring_up(paths: LabPaths, inv: LabInventory) -> None:
     engine.ensure_all(paths.state, need_arm64="arm64" in inv.arches())
-    built = build_all(paths, sorted(inv.arches()), vm=bool(inv.vms))
+    built = build_all(paths, sorted(inv.arches()), vm=bool(inv.vms), lab=True)
     images, vm_image = built.tags, built.vm
     containers.ensure_network(inv)
     for node in inv.containers:

@@ -45,6 +45,16 @@ NODE_PACKAGES = (
     "procps",
     "ca-certificates",
 )
+# What the roles install with apt on the sim lab's nodes, carried by the lab's images (built on
+# the node image, cached by hash) so that provisioning under emulation finds it installed. The
+# roles still declare every package; molecule runs them on the bare node images, where they
+# install it. tests/test_images.py keeps this in step with the roles' defaults.
+LAB_PACKAGES: dict[str, tuple[str, ...]] = {
+    # common (base + validation packages) and capturelab_venv, on every node
+    "all": ("curl", "nftables", "less", "jq", "rsync", "iperf3", "python3-venv"),
+    "amd64": ("openjdk-17-jre-headless", "python3-cryptography"),  # kafka (the gateway)
+    "arm64": (),
+}
 VM_PACKAGES = (
     *NODE_PACKAGES,
     "linux-image-amd64",
@@ -56,7 +66,8 @@ VM_PACKAGES = (
     "xfsprogs",
     # Preinstalled because apt under TCG takes minutes; the roles still declare them.
     "fio",
-    "python3-venv",
+    *LAB_PACKAGES["all"],
+    "chrony",  # common's time sync on VMs and hardware
 )
 VM_DISK_SIZE = "6G"
 # images/rootfs.py writes it when debootstrap finished; a rootfs without it is made again.
@@ -221,6 +232,55 @@ class NodeImage:
         say(f"node image {self.tag} built")
 
 
+@dataclass
+class LabImage:
+    """The node image plus LAB_PACKAGES: what the sim lab's containers run (``make lab``)."""
+
+    base: NodeImage
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (*LAB_PACKAGES["all"], *LAB_PACKAGES[self.base.arch])
+
+    @property
+    def hash(self) -> str:
+        return recipe_hash([], {"base": self.base.hash, "packages": self.packages})
+
+    @property
+    def tag(self) -> str:
+        return f"capturelab/node:{self.base.arch}-lab-{self.hash}"
+
+    def exists(self) -> bool:
+        return succeeds(["docker", "image", "inspect", self.tag])
+
+    def ensure(self) -> str:
+        """The base image, then this one on it unless its hash is already built; the tag."""
+        base = self.base.ensure()
+        if self.exists():
+            say(f"lab image {self.tag} is current")
+            return self.tag
+        say(f"lab image {self.tag}: not built yet; installing {len(self.packages)} packages")
+        builder = f"capturelab-build-lab-{self.base.arch}-{self.hash}"
+        subprocess.run(["docker", "rm", "-f", builder], capture_output=True, check=False)
+        install = (
+            "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+            f"--no-install-recommends {' '.join(self.packages)} && apt-get clean"
+        )
+        try:
+            run(["docker", "run", "-d", "--name", builder, "--network", "host", base,
+                 "sleep", "infinity"], what="start lab image build container", stream=False)  # fmt: skip
+            run(
+                ["docker", "exec", builder, "sh", "-c", install], what=f"lab image {self.base.arch}"
+            )
+            commit = ["docker", "commit"]
+            for change in NODE_IMAGE_CONFIG:
+                commit += ["--change", change]
+            run([*commit, builder, self.tag], what=f"commit {self.tag}", stream=False)
+        finally:
+            subprocess.run(["docker", "rm", "-f", builder], capture_output=True, check=False)
+        return self.tag
+
+
 def _docker_import(rootfs: Path, tag: str, changes: tuple[str, ...]) -> None:
     argv = ["docker", "import"]
     for change in changes:
@@ -330,7 +390,7 @@ class BuiltImages:
     vm: VmArtifacts | None
 
 
-def build_all(paths: LabPaths, arches: list[str], vm: bool) -> BuiltImages:
+def build_all(paths: LabPaths, arches: list[str], vm: bool, lab: bool = False) -> BuiltImages:
     """Every image asked for; the arm64 one beside the others when more than one is missing.
 
     The arm64 rootfs runs dpkg under qemu-user (minutes, one core) while the amd64 image and the
@@ -338,10 +398,14 @@ def build_all(paths: LabPaths, arches: list[str], vm: bool) -> BuiltImages:
     lane 1 the arm64 node image, lane 2 the amd64 node image then the VM image. Each lane's
     command output goes to ``.lab/logs/images-<lane>.log`` (progress lines still print); a
     failure names its lane and ends with its log's last lines. Cached images are only verified.
+    ``lab``: the lab images (node image + LAB_PACKAGES) instead of the bare node images.
     """
-    nodes = {arch: NodeImage(paths, arch) for arch in arches}
+    bare = {arch: NodeImage(paths, arch) for arch in arches}
+    nodes: dict[str, NodeImage | LabImage] = (
+        {a: LabImage(b) for a, b in bare.items()} if lab else dict(bare)
+    )
     vm_image = StorageVmImage(paths) if vm else None
-    slow = [a for a in arches if a == "arm64" and not nodes[a].exists()]
+    slow = [a for a in arches if a == "arm64" and not nodes[a].exists()]  # minutes under qemu
     rest = [a for a in arches if a not in slow]
     tags: dict[str, str] = {}
     artifacts: list[VmArtifacts] = []
