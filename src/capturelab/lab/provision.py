@@ -71,7 +71,7 @@ def run_playbook(
     lines: list[str] = []
     assert proc.stdout is not None  # noqa: S101 - requested above
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(log.open("w")) if log else sys.stdout
+        out = stack.enter_context(log.open("w", buffering=1)) if log else sys.stdout  # lines
         for line in proc.stdout:
             out.write(line)
             lines.append(line)
