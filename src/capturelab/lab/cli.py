@@ -245,7 +245,7 @@ def _provision_once(args: argparse.Namespace, run: int) -> dict[str, HostRecap]:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    first = _provision_once(args, 1)
+    first = _provision_once(args, 2 if args.expect_no_change else 1)
     if args.expect_no_change:
         check_idempotent(first)
         say(f"changed=0 on all {len(first)} hosts (idempotent)")
