@@ -220,8 +220,12 @@ def test_report_folder_html_junit_and_summary(tmp_path: Path):
     )
 
 
-def test_connections_render_like_ansible_and_map_to_native_backends():
+def test_connections_render_like_ansible_and_map_to_native_backends(
+    monkeypatch: pytest.MonkeyPatch,
+):
     inventory = REPO / "inventory/sim"
+    # A callback the user enabled prints on stdout too; the JSON must still parse.
+    monkeypatch.setenv("ANSIBLE_CALLBACKS_ENABLED", "ansible.posix.profile_tasks")
     conns = rendered_connections(inventory)  # the debug module runs on the controller only
     spec, kwargs = conns["collector-01"].spec(inventory)
     assert spec == "docker://root@capturelab-collector-01" and kwargs == {}
@@ -232,6 +236,9 @@ def test_connections_render_like_ansible_and_map_to_native_backends():
     # become, or a connection testinfra has no backend for, goes through Ansible itself
     other = Connection("pi", "ssh", "10.0.0.5", become=True).spec(inventory)
     assert other[0].startswith("ansible://pi?") and "force_ansible=true" in other[0]
+    ok = {"plays": [{"tasks": [{"hosts": {"pi": {"msg": {"connection": "ssh", "host": "h"}}}}]}]}
+    noisy = "Tuesday 01 December 2026 (0:00:00.1) ****\n" + json.dumps(ok) + "\ntimer: 1 s\n"
+    assert parse_rendered(noisy)["pi"].host == "h"  # output of other callbacks around the JSON
     with pytest.raises(HostEnvironmentError, match="pi: its connection variables do not render"):
         parse_rendered(
             json.dumps({"plays": [{"tasks": [{"hosts": {"pi": {"failed": True, "msg": "x"}}}]}]})

@@ -68,8 +68,9 @@ class Connection:
 
 def parse_rendered(stdout: str) -> dict[str, Connection]:
     """The ``ansible.posix.json`` output of the rendering run -> one Connection per host."""
+    start = stdout.find("\n{") + 1 if not stdout.startswith("{") else 0  # after any other output
     try:
-        data = json.loads(stdout)
+        data, _ = json.JSONDecoder().raw_decode(stdout, start)
     except json.JSONDecodeError as exc:
         raise HostEnvironmentError(f"ansible's JSON output could not be parsed: {exc}") from None
     out: dict[str, Connection] = {}
@@ -103,6 +104,7 @@ def rendered_connections(inventory: Path, pattern: str = "all") -> dict[str, Con
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
     )
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # profile_tasks, timer: they print on stdout too
     proc = subprocess.run(  # noqa: S603 - argv we built, no shell
         [
             venv_tool("ansible"),
