@@ -133,6 +133,11 @@ def test_root_partition_is_a_ready_collector(card: Path) -> None:
         assert len(wheelhouses) == 1 and any(
             w.name.endswith("aarch64.whl") for w in wheelhouses[0].iterdir()
         )
+        # Marked as the capturelab_venv role marks a finished copy, so first boot sends nothing;
+        # the controller's archive is not baked in.
+        folder = wheelhouses[0]
+        assert (folder / ".complete").read_text() == (folder / "NODE.SHA256SUMS").read_text()
+        assert not (folder / "wheels.tar").exists()
 
 
 @pytest.mark.card

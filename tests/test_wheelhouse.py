@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,29 @@ def test_prune_keeps_the_newest_of_a_family_only(tmp_path: Path):
     removed = wheelhouse.prune(tmp_path, "amd64-py3.11-train", keep=2)
     assert removed == [made[0]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in made[1:])
+
+
+def test_archive_unpacks_to_a_folder_its_manifest_checks(tmp_path: Path):
+    built = tmp_path / "wh"
+    built.mkdir()
+    names = ["a-1.0-py3-none-any.whl", "b-2.0-cp311-cp311-manylinux_2_17_aarch64.whl"]
+    for i, name in enumerate(names):
+        (built / name).write_bytes(bytes([i]) * (1000 + i))
+    (built / "requirements.txt").write_text("a==1.0\nb==2.0\n")
+    tar = wheelhouse.archive(built, [*names, "requirements.txt"])
+    assert tar.name == wheelhouse.ARCHIVE
+
+    node = tmp_path / "node"
+    node.mkdir()
+    with tarfile.open(tar) as t:
+        members = t.getmembers()
+        t.extractall(node, filter="data")
+    assert sorted(m.name for m in members) == sorted(
+        [*names, "requirements.txt", "NODE.SHA256SUMS"]
+    )
+    assert {(m.uid, m.gid, m.uname, m.mode) for m in members} == {(0, 0, "root", 0o644)}
+    check = ["sha256sum", "--check", "--quiet", "--strict", wheelhouse.NODE_MANIFEST]
+    assert subprocess.run(check, cwd=node, check=False).returncode == 0
+    # The manifest lists every other member: a wheel changed on the way fails the node's check.
+    (node / names[1]).write_bytes(b"truncated")
+    assert subprocess.run(check, cwd=node, capture_output=True, check=False).returncode != 0

@@ -30,6 +30,7 @@ from pyinfra import host
 from pyinfra.operations import server
 
 from capturelab.lab.card import card_partitions, nm_connection, stage_venv
+from capturelab.lab.wheelhouse import ARCHIVE, NODE_MANIFEST
 
 image = Path(str(host.data.get("image") or "")).expanduser()
 hostname = str(host.data.get("hostname") or "")
@@ -72,7 +73,9 @@ nm.write_text(
 )
 stage_venv(tree, wheelhouse)
 wh_target = tree / "opt/capturelab/wheelhouse" / wheelhouse.name
-shutil.copytree(wheelhouse, wh_target)
+shutil.copytree(wheelhouse, wh_target, ignore=shutil.ignore_patterns(ARCHIVE))
+# As the capturelab_venv role leaves a finished copy: it finds this one and sends nothing.
+shutil.copy(wh_target / NODE_MANIFEST, wh_target / ".complete")
 
 img = shlex.quote(str(image))
 server.shell(

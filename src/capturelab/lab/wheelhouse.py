@@ -5,8 +5,11 @@ Built on the controller, cached under
 family are kept), copied to the hosts, installed with ``pip --no-index``: nothing is compiled on
 a node (arm64 under emulation compiles about 10x slower) and the nodes need no index. ``key``
 hashes the pins (constraints.txt), pyproject.toml and the package source, so a change rebuilds
-it and nothing else does. Dependencies come only as binary wheels for the target platform
-(``--only-binary``); a dependency without one fails here, on the controller, naming it.
+it and nothing else does. Beside the loose wheels, ``wheels.tar`` holds what a node's copy
+holds (the wheels, requirements.txt and ``NODE.SHA256SUMS``, their checksums): the role sends
+that one file instead of one module round trip per wheel (each is seconds on an emulated node).
+Dependencies come only as binary wheels for the target platform (``--only-binary``); a
+dependency without one fails here, on the controller, naming it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import fcntl
 import hashlib
 import shutil
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -36,6 +40,8 @@ def _manylinux(machine: str) -> tuple[str, ...]:
 PLATFORMS = {"amd64": _manylinux("x86_64"), "arm64": _manylinux("aarch64")}
 DEFAULT_PYTHON = "3.11"  # Debian bookworm's python3 (the nodes' venvs)
 KEEP = 2  # wheelhouses kept per family (arch, python, extras): the current one and the last
+ARCHIVE = "wheels.tar"  # uncompressed: wheels are zip files already
+NODE_MANIFEST = "NODE.SHA256SUMS"  # sha256sum --check format, of the archive's other members
 
 
 def source_key(repo: Path, python: str, extras: tuple[str, ...]) -> str:
@@ -111,7 +117,30 @@ def _download(repo: Path, arch: str, python: str, extras: tuple[str, ...], tmp: 
         "{}=={}".format(*name.split("-")[:2]) for name in wheels
     )  # wheel names: dist-version-...; dist names use underscores, which pip accepts
     (tmp / "requirements.txt").write_text("\n".join(pins) + "\n")
+    archive(tmp, [*wheels, "requirements.txt"])
     say(f"wheelhouse {tmp.name.removesuffix('.partial')}: {len(wheels)} wheels")
+
+
+def archive(folder: Path, names: list[str]) -> Path:
+    """``folder/wheels.tar``: ``names`` and their NODE.SHA256SUMS, owned by root, mode 0644.
+
+    Invariant: unpacked into an empty folder, ``sha256sum --check --strict NODE.SHA256SUMS``
+    passes there, and the folder then holds everything ``pip install --no-index`` needs.
+    """
+    lines = [f"{cache.file_sha256(folder / name)}  {name}" for name in names]
+    (folder / NODE_MANIFEST).write_text("\n".join(lines) + "\n")
+    out = folder / ARCHIVE
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in [*names, NODE_MANIFEST]:
+            tar.add(folder / name, arcname=name, filter=_as_root)
+    return out
+
+
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o644
+    return info
 
 
 def prune(root: Path, family: str, keep: int = KEEP) -> list[Path]:

@@ -29,6 +29,11 @@ def test_only_the_current_wheelhouse_is_kept(host):
 
 def test_the_copy_is_checked_and_marked_complete(host):
     (folder,) = host.check_output("ls -d /opt/capturelab/wheelhouse/*/").split()
-    sums = host.file(f"{folder}SHA256SUMS").content_string
+    sums = host.file(f"{folder}NODE.SHA256SUMS").content_string
     assert host.file(f"{folder}.complete").content_string == sums
-    assert host.run(f"cd {folder} && sha256sum --check --quiet --strict SHA256SUMS").rc == 0
+    assert host.run(f"cd {folder} && sha256sum --check --quiet --strict NODE.SHA256SUMS").rc == 0
+    # Every wheel that arrived is listed (the archive carried nothing unchecked), and the
+    # archive itself was unpacked, not kept.
+    listed = {line.split("  ", 1)[1] for line in sums.splitlines()}
+    present = set(host.check_output(f"ls {folder}").split()) - {"NODE.SHA256SUMS"}
+    assert present == listed and "wheels.tar" not in present
