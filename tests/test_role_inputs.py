@@ -211,3 +211,28 @@ def test_processing_node_bad_input(tmp_path: Path, tool_env: dict[str, str], ext
 def test_processing_node_defaults_pass(tmp_path: Path, tool_env: dict[str, str]):
     res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], {})
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+def _given_wheelhouse(tmp_path: Path, names: tuple[str, ...]) -> dict[str, object]:
+    folder = tmp_path / "amd64-py3.11-core-0123456789ab"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text("x\n")
+    return {"capturelab_venv_controller_wheelhouse": str(folder)}
+
+
+def test_capturelab_venv_names_a_wheelhouse_without_its_archive(
+    tmp_path: Path, tool_env: dict[str, str]
+):
+    # A folder an older capturelab wrote: wheels and requirements.txt, no archive, no node list.
+    extra = _given_wheelhouse(tmp_path, ("requirements.txt", "SHA256SUMS"))
+    res = _run(tmp_path, tool_env, "capturelab_venv", ["node-1"], extra)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert "capturelab_venv_controller_wheelhouse" in res.stdout
+    assert "lacks wheels.tar, NODE.SHA256SUMS:" in res.stdout, res.stdout[-3000:]
+
+
+def test_capturelab_venv_takes_a_whole_given_wheelhouse(tmp_path: Path, tool_env: dict[str, str]):
+    extra = _given_wheelhouse(tmp_path, ("wheels.tar", "NODE.SHA256SUMS", "requirements.txt"))
+    res = _run(tmp_path, tool_env, "capturelab_venv", ["node-1"], extra)
+    assert res.returncode == 0, res.stdout[-3000:]
