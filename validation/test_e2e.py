@@ -43,7 +43,8 @@ from capturelab.validate.checks import stage_timeline
 SUITE = "e2e"
 # Seconds this suite may take on the 2-core lab machine (its suite-time check fails past it),
 # and which command runs it ("lab": make lab and make lab-full; "full": make lab-full only).
-SUITE_BUDGET_S = 300
+# Measured: 293.4 s (lab3, 14469df), 336.1 s (lab4, 5731863: 300 was too tight).
+SUITE_BUDGET_S = 360
 SUITE_PROFILE = "lab"
 CONSENT = "/etc/capturelab/consent.yml"
 COLLECTOR_CONFIG = "/etc/capturelab/collector.yml"

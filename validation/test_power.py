@@ -19,7 +19,8 @@ from capturelab.validate.checks import power_results
 SUITE = "power"
 # Seconds this suite may take on the 2-core lab machine (its suite-time check fails past it),
 # and which command runs it ("lab": make lab and make lab-full; "full": make lab-full only).
-SUITE_BUDGET_S = 60
+# Measured: 4.3 s (lab3), 4.1 s (lab4).
+SUITE_BUDGET_S = 25
 SUITE_PROFILE = "lab"
 
 
