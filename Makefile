@@ -30,8 +30,8 @@ help:
 
 # The venv is rebuilt when the dependency pins change. Nothing is installed outside it here.
 # uv (pinned, installed into the venv by pip) installs the rest: downloads in parallel and keeps
-# its own cache of the 4 GB of wheels under ~/.cache/capturelab/uv, which pip here does not (pip
-# took 186 s for every venv on the 2-core machine; uv 38 s with an empty cache, 6 s warm). Its
+# its own cache of the 4 GB of wheels under ~/.cache/capturelab/uv, which pip here does not (`make venv`
+# into an empty .venv on the 2-core machine: pip 186.3 s; uv 53 s with an empty cache, 14.9 s warm). Its
 # cache entries are written whole and renamed in, so a killed install leaves nothing it reuses.
 UV_CACHE_DIR ?= $(HOME)/.cache/capturelab/uv
 export UV_CACHE_DIR
