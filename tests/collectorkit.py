@@ -9,11 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from confluent_kafka import Consumer
 
+from capturelab import authority
 from capturelab.collector import keymap
 from capturelab.collector.config import CollectorConfig, parse_config
 from capturelab.collector.daemon import Collector
+from capturelab.consent import parse_record, sign_record, signed_document
 from capturelab.schema import Batch, DeviceClass, InputEvent, decode_batch
 
 SECRET = b"lab-secret-for-tests-0123456789"
@@ -22,23 +25,29 @@ scopes: {scopes}
 lawful_basis: consent
 granted: 2026-01-01T00:00:00Z
 expires: 2099-01-01T00:00:00Z
-region: us
+region: {region}
 """
 
 
-def write_consent(path: Path, scopes: list[str], **extra: str) -> None:
-    text = CONSENT.format(scopes="[" + ", ".join(scopes) + "]")
+def write_consent(path: Path, scopes: list[str], region: str = "us", **extra: str) -> None:
+    """A record signed by the test's authority key (``authority.key`` next to it)."""
+    text = CONSENT.format(scopes="[" + ", ".join(scopes) + "]", region=region)
     text += "".join(f"{k}: {v}\n" for k, v in extra.items())
+    record = parse_record(yaml.safe_load(text))
+    signed = sign_record(record, authority.load_authority(path.parent / "authority.key"), SECRET)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
+    tmp.write_text(yaml.safe_dump(signed_document(signed), sort_keys=False))
     tmp.replace(path)
 
 
 def collector_config(tmp: Path, bootstrap: str, name: str = "c1", **extra: Any) -> CollectorConfig:
     (tmp / "secret").write_bytes(SECRET + b"\n")
+    if not (tmp / "authority.key").exists():
+        authority.generate(tmp / "authority.key", tmp / "authority.pub")
     data: dict[str, Any] = {
         "collector_id": name,
         "consent_file": str(tmp / "consent.yml"),
+        "consent_authority_file": str(tmp / "authority.pub"),
         "lab_secret_file": str(tmp / "secret"),
         "spool_dir": str(tmp / "spool"),
         "runtime_dir": str(tmp / "run"),

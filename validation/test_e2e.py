@@ -6,9 +6,11 @@ Stages run in order and each records its wall-clock time (the report's timeline)
    once; every event the collectors sequenced in that window must be stored exactly once (the
    sink's audit of that sequence window: nothing missing, nothing twice).
 2. **erasure**: one collector switches to a fresh synthetic participant (a new consent record,
-   as provisioning would write it), captures, then that record is revoked. The collector must
-   stop, and the storage node must be left with zero records of that pseudonym (segments,
-   quarantine, grant), with a tombstone. The collector's own record is put back afterwards.
+   signed on the controller with the consent authority's key, as provisioning would write it),
+   captures, then that record is revoked (re-signed with ``revoked``). The collector must stop,
+   and the storage node must be left with zero records of that pseudonym (segments, quarantine,
+   grant), with a tombstone. Then the collector's own record, altered by one byte, must be
+   refused while the daemon keeps running; the original is put back afterwards.
 3. **dataset**: the redacted dataset is built on the storage node; none of the canaries may be
    in it, while the ordinary typed text is (so the canary check can fail).
 4. **finetune**: ``playbooks/finetune.yml`` ships the dataset to the processing node and
@@ -35,7 +37,9 @@ import yaml
 from conftest import Lab, assert_passed
 from nodeconfig import read_yaml, run_json, sink_window
 
+from capturelab import authority
 from capturelab.collector.synth import CANARY_KINDS, PHRASES
+from capturelab.consent import parse_record, sign_record, signed_document
 from capturelab.errors import HostEnvironmentError
 from capturelab.results import Result
 from capturelab.validate.checks import stage_timeline
@@ -254,6 +258,17 @@ def _write_consent(lab: Lab, node: str, text: str) -> None:
         raise HostEnvironmentError(f"{node}: cannot write {CONSENT}: {out.stderr.strip()}")
 
 
+def _signed(lab: Lab, node: str, fields: dict[str, Any]) -> str:
+    """A record signed as the collector role signs it: the controller's authority key."""
+    folder = lab.var(node, "collector_consent_authority_dir", str(authority.CONTROLLER_DIR))
+    if "{{" in str(folder):  # the role's templated default: the same folder
+        folder = str(authority.CONTROLLER_DIR)
+    key = authority.load_authority(Path(folder) / "authority.key")
+    secret = str(lab.var(node, "collector_lab_secret", "")).encode()
+    signed = sign_record(parse_record(fields, f"{node} test record"), key, secret)
+    return yaml.safe_dump(signed_document(signed), sort_keys=False)
+
+
 def _erased(lab: Lab, storage: str, root: str, prefix: str) -> dict[str, Any] | None:
     out = lab.run(storage, f"cat {root}/tombstones/{prefix}*.json 2>/dev/null", 30)
     if out.rc != 0 or not out.stdout.strip():
@@ -281,7 +296,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
     }
     try:
         before = _status(lab, node)["pseudonym"]
-        _write_consent(lab, node, yaml.safe_dump(participant, sort_keys=False))
+        _write_consent(lab, node, _signed(lab, node, participant))
         _wait(
             f"{node} to capture for the new participant",
             lambda: (
@@ -298,7 +313,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
         held = lab.run(storage, f"find {root}/segments -maxdepth 1 -name '{prefix}*' | wc -l", 30)
         landed = windows.get(node, {}).get("stored", 0)
         revoked = dict(participant, revoked=datetime.now(UTC).replace(microsecond=0).isoformat())
-        _write_consent(lab, node, yaml.safe_dump(revoked, sort_keys=False))
+        _write_consent(lab, node, _signed(lab, node, revoked))
         stopped = _wait(
             f"{node} to stop capturing",
             lambda: (st := _status(lab, node))["state"] == "refused" and st,
@@ -315,6 +330,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
             "2>/dev/null | wc -l",
             30,
         )
+        altered = _refuses_altered(lab, node, original)
     finally:
         _write_consent(lab, node, original.rstrip("\n"))
     _wait(
@@ -347,6 +363,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
             tool="capturelab collector status",
             detail=stopped["reason"],
         ),
+        altered,
         Result(
             SUITE,
             "erasure-leaves-zero-records",
@@ -363,6 +380,34 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
     record(*results)
     assert_passed(results)
     e2e.failed = None
+
+
+def _refuses_altered(lab: Lab, node: str, original: str) -> Result:
+    """The collector's own record with one byte of its expiry changed: refused, still running."""
+    pid = lab.run(node, "systemctl show -p MainPID --value capturelab-collector", 30).stdout.strip()
+    expires = next(line for line in original.splitlines() if line.startswith("expires:"))
+    digit = next(i for i in range(len(expires) - 1, 0, -1) if expires[i].isdigit())
+    changed = expires[:digit] + str((int(expires[digit]) + 1) % 10) + expires[digit + 1 :]
+    _write_consent(lab, node, original.replace(expires, changed).rstrip("\n"))
+    state = _wait(
+        f"{node} to refuse the altered record",
+        lambda: (st := _status(lab, node))["state"] == "refused" and st,
+        30,
+    )
+    after = lab.run(
+        node, "systemctl show -p MainPID --value capturelab-collector", 30
+    ).stdout.strip()
+    refused = "signature does not match" in state["reason"] and pid == after and pid != "0"
+    return Result(
+        SUITE,
+        "altered-consent-refused",
+        node,
+        "pass" if refused else "fail",
+        value=state["state"],
+        target="refused, same process",
+        tool="capturelab collector status",
+        detail=f"{state['reason'][:300]} (daemon pid {pid} before, {after} after)",
+    )
 
 
 def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from capturelab import __version__, plan_cli, redact_cli
+from capturelab import __version__, consent_cli, plan_cli, redact_cli
 from capturelab.bench import cli as bench_cli
 from capturelab.collector import cli as collector_cli
 from capturelab.dataset import cli as dataset_cli
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate_cli.register(sub)
     plan_cli.register(sub)
     redact_cli.register(sub)
+    consent_cli.register(sub)
     bench_cli.register(sub)
     sink_cli.register(sub)
     collector_cli.register(sub)

@@ -10,6 +10,12 @@ was revoked. Three places check it:
   and a revocation becomes an erasure request on the control topic (``ControlMessage``); the
   sink keeps the grants beside the data and acts on the erasures;
 - dataset: only events inside a valid grant window and its scopes are kept (``permits``).
+
+Records are signed by the consent authority (``capturelab.authority``) on the controller: the
+record itself (``signature``, over every field, the participant id included) and the grant the
+storage node will see (``grant_signature``, over the grant fields and the pseudonym, never the
+participant id). ``load_signed_record`` refuses an unsigned, altered or wrongly signed record,
+naming the file and the reason; nothing is captured under a record it refused.
 """
 
 from __future__ import annotations
@@ -22,8 +28,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from capturelab.authority import Authority, Signature, Trust
 from capturelab.errors import InputError
-from capturelab.schema import PSEUDONYM_BYTES, ContextEvent, DeviceClass, Event, ScreenshotEvent
+from capturelab.schema import (
+    PSEUDONYM_BYTES,
+    ContextEvent,
+    DeviceClass,
+    Event,
+    ScreenshotEvent,
+    pseudonymize,
+)
 from capturelab.yamlfile import read_yaml
 
 
@@ -142,7 +156,7 @@ def permits(record: ConsentRecord, event: Event) -> bool:
 # --- Reading records --------------------------------------------------------------------------
 
 
-def _time(value: Any, where: str) -> datetime:
+def parse_time(value: Any, where: str) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -161,8 +175,7 @@ def parse_record(data: Mapping[str, Any], where: str = "consent") -> ConsentReco
     """Build a record from a mapping; every error names the field (and file, via ``where``)."""
     if not isinstance(data, Mapping):
         raise InputError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
-    known = {"participant_id", "scopes", "lawful_basis", "granted", "expires", "revoked", "region"}
-    unknown = set(data) - known
+    unknown = set(data) - set(RECORD_FIELDS)
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     pid = data.get("participant_id")
@@ -199,16 +212,114 @@ def parse_record(data: Mapping[str, Any], where: str = "consent") -> ConsentReco
         participant_id=pid.strip(),
         scopes=frozenset(scopes),
         lawful_basis=basis,
-        granted=_time(data["granted"], f"{where}.granted"),
-        expires=_time(data["expires"], f"{where}.expires"),
-        revoked=_time(revoked, f"{where}.revoked") if revoked is not None else None,
+        granted=parse_time(data["granted"], f"{where}.granted"),
+        expires=parse_time(data["expires"], f"{where}.expires"),
+        revoked=parse_time(revoked, f"{where}.revoked") if revoked is not None else None,
         region=region.lower(),
     )
 
 
 def load_record(path: Path) -> ConsentRecord:
-    """A consent file (YAML or JSON); a missing or malformed file names itself and the field."""
-    return parse_record(read_yaml(path, "consent record"), where=str(path))
+    """A consent file (YAML or JSON); a missing or malformed file names itself and the field.
+
+    The signature, if any, is not checked here: capture uses ``load_signed_record``."""
+    data = read_yaml(path, "consent record")
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k not in SIGNATURE_FIELDS}
+    return parse_record(data, where=str(path))
+
+
+# --- Signed records -------------------------------------------------------------------------
+
+RECORD_FIELDS = (
+    "participant_id",
+    "scopes",
+    "lawful_basis",
+    "granted",
+    "expires",
+    "revoked",
+    "region",
+)
+SIGNATURE_FIELDS = ("signature", "grant_signature")
+RECORD_KIND = "consent_record"
+GRANT_KIND = "consent_grant"
+
+
+def record_fields(record: ConsentRecord) -> dict[str, Any]:
+    """Every field of a record in one canonical form: what the record signature covers."""
+    return {"participant_id": record.participant_id, **grant_fields(record)}
+
+
+def grant_body(pseudonym: bytes, record: ConsentRecord) -> dict[str, Any]:
+    """What the grant signature covers: the pseudonym and the grant, never the participant id."""
+    return {"pseudonym": pseudonym.hex(), **grant_fields(record)}
+
+
+@dataclass(frozen=True)
+class SignedRecord:
+    record: ConsentRecord
+    signature: Signature
+    grant_signature: Signature
+
+
+def sign_record(record: ConsentRecord, authority: Authority, secret: bytes) -> SignedRecord:
+    pseudonym = pseudonymize(secret, record.participant_id)
+    return SignedRecord(
+        record,
+        authority.sign(RECORD_KIND, record_fields(record)),
+        authority.sign(GRANT_KIND, grant_body(pseudonym, record)),
+    )
+
+
+def signed_document(signed: SignedRecord) -> dict[str, Any]:
+    """The record file's content: the fields, then both signatures (YAML or JSON)."""
+    fields = {k: v for k, v in record_fields(signed.record).items() if v is not None}
+    return {
+        **fields,
+        "signature": signed.signature.encode(),
+        "grant_signature": signed.grant_signature.encode(),
+    }
+
+
+def parse_signed_record(
+    data: Any, trust: Trust, secret: bytes, where: str = "consent"
+) -> SignedRecord:
+    """A record whose two signatures verify against the trust file, or InputError naming why."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    record = parse_record({k: v for k, v in data.items() if k not in SIGNATURE_FIELDS}, where)
+    missing = [name for name in SIGNATURE_FIELDS if name not in data]
+    if missing:
+        raise InputError(
+            f"{where}: unsigned: {' and '.join(missing)} missing (sign it on the controller "
+            "with capturelab consent sign)"
+        )
+    signature = Signature.decode(data["signature"], f"{where}.signature")
+    grant_signature = Signature.decode(data["grant_signature"], f"{where}.grant_signature")
+    trust.verify(RECORD_KIND, record_fields(record), signature, f"{where}: consent record")
+    body = grant_body(pseudonymize(secret, record.participant_id), record)
+    trust.verify(
+        GRANT_KIND,
+        body,
+        grant_signature,
+        f"{where}: grant_signature (signed for another lab secret, or altered)",
+    )
+    return SignedRecord(record, signature, grant_signature)
+
+
+def load_signed_record(path: Path, trust: Trust, secret: bytes) -> SignedRecord:
+    """A signed consent file; every refusal names the file and the reason."""
+    return parse_signed_record(read_yaml(path, "consent record"), trust, secret, where=str(path))
+
+
+def verify_grant(
+    pseudonym: bytes, grant: ConsentRecord, signature: Signature | None, trust: Trust, where: str
+) -> None:
+    """The storage tier's check of a grant it was sent: signed by the authority for this
+    pseudonym. Raises InputError naming ``where`` and the reason."""
+    if signature is None:
+        raise InputError(f"{where}: unsigned grant (no signature from the consent authority)")
+    trust.verify(GRANT_KIND, grant_body(pseudonym, grant), signature, f"{where}: grant")
 
 
 def region_allowed(
@@ -280,15 +391,21 @@ class ControlMessage:
     collector_id: str
     at: datetime
     reason: str = ""
-    grant: ConsentRecord | None = None  # consent_granted only; participant_id is the pseudonym
+    # The grant (participant_id = the pseudonym) and the authority's signature over it: required
+    # for consent_granted; on a revocation or erasure from a collector, the revoked grant, which
+    # is its proof that the authority revoked it.
+    grant: ConsentRecord | None = None
+    signature: Signature | None = None
 
     def __post_init__(self) -> None:
         if len(self.pseudonym) != PSEUDONYM_BYTES:
             raise InputError(f"control.pseudonym must be {PSEUDONYM_BYTES} bytes")
         if self.at.tzinfo is None:
             raise InputError("control.at must carry a time zone")
-        if (self.type is ControlType.CONSENT_GRANTED) != (self.grant is not None):
-            raise InputError("control.grant is required for consent_granted and only there")
+        if self.type is ControlType.CONSENT_GRANTED and self.grant is None:
+            raise InputError("control.grant is required for consent_granted")
+        if self.signature is not None and self.grant is None:
+            raise InputError("control.signature signs a grant: control.grant is missing")
 
     @property
     def key(self) -> bytes:
@@ -305,6 +422,8 @@ class ControlMessage:
         }
         if self.grant is not None:
             data["grant"] = grant_fields(self.grant)
+        if self.signature is not None:
+            data["signature"] = self.signature.encode()
         return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
@@ -331,11 +450,15 @@ class ControlMessage:
         grant = None
         if "grant" in data:
             grant = grant_record(pseudonym.hex(), data["grant"], "control.grant")
+        signature = None
+        if "signature" in data:
+            signature = Signature.decode(data["signature"], "control.signature")
         return cls(
             ctype,
             pseudonym,
             collector,
-            _time(data.get("at"), "control.at"),
+            parse_time(data.get("at"), "control.at"),
             str(data.get("reason", "")),
             grant,
+            signature,
         )

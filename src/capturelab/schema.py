@@ -230,6 +230,17 @@ def pseudonymize(lab_secret: bytes, participant_id: str) -> bytes:
     return hmac.new(lab_secret, participant_id.encode(), hashlib.sha256).digest()
 
 
+def read_lab_secret(path: Path) -> bytes:
+    """The lab secret file (stripped); it names itself when unreadable or too short."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise InputError(f"lab secret {path}: {exc.strerror}") from None
+    if len(secret) < 16:
+        raise InputError(f"lab secret {path} holds {len(secret)} bytes: at least 16 are needed")
+    return secret
+
+
 # zstd contexts are not thread-safe (python-zstandard: "instances are not thread safe"), and
 # a sink runs consumers in threads: each thread keeps its own, reused across batches.
 _contexts = threading.local()

@@ -14,6 +14,7 @@ from typing import Any
 from capturelab.collector import keymap
 from capturelab.collector.edge import DEFAULT_PAUSE_CHORD, DEFAULT_SECRET_PROMPTS
 from capturelab.collector.screenshot import TOOLS
+from capturelab.consent import LawfulBasis
 from capturelab.errors import InputError
 from capturelab.fields import int_fields, positive_numbers, string_fields
 from capturelab.schema import validate_collector_id
@@ -27,6 +28,8 @@ CONTEXT_SOURCES = ("none", "x11", "sway", "inject")
 class CollectorConfig:
     collector_id: str
     consent_file: Path
+    # The consent authority's public key(s): a record it did not sign captures nothing.
+    consent_authority_file: Path
     lab_secret_file: Path
     spool_dir: Path
     bootstrap_servers: str
@@ -64,6 +67,11 @@ class CollectorConfig:
     status_interval_s: float = 1.0
     message_timeout_ms: int = 300_000
     security: Security | None = field(default=None, repr=False)
+    # Regions where capture is refused (the record's region and this host's), unless a lawful
+    # basis is declared for the host: checked at run time, not only by the role.
+    region: str = ""
+    excluded_regions: tuple[str, ...] = ("eu",)
+    lawful_basis_override: str = ""
 
     @property
     def status_path(self) -> Path:
@@ -86,7 +94,7 @@ _INTS = {
     "screenshot_quality": 1,
 }
 _FLOATS = ("consent_check_interval_s", "device_rescan_interval_s", "status_interval_s")
-_PATHS = ("consent_file", "lab_secret_file", "spool_dir")
+_PATHS = ("consent_file", "consent_authority_file", "lab_secret_file", "spool_dir")
 _OPTIONAL_PATHS = (
     "runtime_dir",
     "sysfs_input_dir",
@@ -120,6 +128,7 @@ def parse_config(data: Any, where: str) -> CollectorConfig:
     kwargs.update(_numbers(data, where))
     kwargs.update(_devices(data, where))
     kwargs.update(_policy(data, where))
+    kwargs.update(_regions(data, where))
     if kwargs.get("context") == "inject" and "inject_dir" not in kwargs:
         raise InputError(f"{where}: field context is inject but inject_dir is not set")
     if "person_names" in data:
@@ -200,6 +209,25 @@ def _policy(data: dict[str, Any], where: str) -> dict[str, Any]:
         out["pause_chord"] = keymap.parse_chord(chord, f"{where}: field pause_chord")
     if "secret_prompts" in data:
         out["secret_prompts"] = _patterns(data["secret_prompts"], f"{where}: field secret_prompts")
+    return out
+
+
+def _regions(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("region", "lawful_basis_override"):
+        value = data.get(name, "")
+        if not isinstance(value, str):
+            raise InputError(f"{where}: field {name} must be a string")
+        out[name] = value.strip().lower()
+    if out["lawful_basis_override"] and out["lawful_basis_override"] not in set(LawfulBasis):
+        raise InputError(
+            f"{where}: field lawful_basis_override {out['lawful_basis_override']!r} is not one "
+            f"of {', '.join(LawfulBasis)}"
+        )
+    excluded = data.get("excluded_regions", ["eu"])
+    if not isinstance(excluded, list) or not all(isinstance(r, str) and r for r in excluded):
+        raise InputError(f"{where}: field excluded_regions must be a list of region names")
+    out["excluded_regions"] = tuple(r.strip().lower() for r in excluded)
     return out
 
 

@@ -3,10 +3,14 @@
 One thread captures (devices, context, the control socket, sealing); the ``Delivery`` thread
 sends the spool. The capture loop:
 
-1. re-reads the consent record when its file changes, and decides (``consent.decide``) every
-   ``consent_check_interval_s``: nothing is read from a device unless the record is valid now.
-   Expiry stops capture; a revocation stops it and queues a ``consent_revoked`` and an
-   ``erasure_requested`` message for the control topic (once per revocation);
+1. re-reads the consent record (and the authority's trust file) when either file changes, and
+   decides (``consent.decide``) every ``consent_check_interval_s``: nothing is read from a
+   device unless the record is signed by a trusted authority key, unaltered, valid now, and
+   neither its region nor the host's is excluded. A refused record (unsigned, altered, a bad
+   date, an unreadable key) is logged once with the file and the reason and the daemon keeps
+   running: it never exits over a record. Expiry stops capture; a revocation stops it and
+   queues a ``consent_revoked`` and an ``erasure_requested`` message for the control topic
+   (once per revocation), each carrying the authority-signed revoked grant;
 2. reads every ready device (``DeviceReader``), counts and quarantines malformed records, and
    passes the rest through the ``EdgeFilter`` (scopes, secure input, text scrubbing);
 3. every ``batch_interval_ms`` numbers what the edge handed out with the next sequence numbers
@@ -37,6 +41,7 @@ from typing import Any
 
 import zstandard
 
+from capturelab.authority import Signature, load_trust
 from capturelab.collector import evdev, screenshot
 from capturelab.collector.config import CollectorConfig
 from capturelab.collector.context import ContextSource, open_source
@@ -51,7 +56,8 @@ from capturelab.consent import (
     Status,
     decide,
     grant_fields,
-    load_record,
+    load_signed_record,
+    region_allowed,
 )
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
@@ -62,20 +68,18 @@ from capturelab.schema import (
     encode_batch,
     load_dictionary,
     pseudonymize,
+    read_lab_secret,
 )
 from capturelab.transport import producer_config
 
 log = logging.getLogger("capturelab.collector")
 
 
-def read_lab_secret(path: Path) -> bytes:
+def _mtime(path: Path) -> float | None:
     try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise InputError(f"lab secret {path}: {exc.strerror}") from None
-    if len(secret) < 16:
-        raise InputError(f"lab secret {path} holds {len(secret)} bytes: at least 16 are needed")
-    return secret
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Collector:
         self.reason = ""
         self.decision: Decision | None = None
         self.record: ConsentRecord | None = None
+        self.grant_signature: Signature | None = None
         self.pseudonym = b""
         self.edge: EdgeFilter | None = None
         self.readers: dict[Path, evdev.DeviceReader] = {}
@@ -115,7 +120,7 @@ class Collector:
         self.context: ContextSource | None = None
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self._consent_mtime: float | None = -1.0
+        self._consent_mtimes: tuple[float | None, float | None] = (-1.0, -1.0)
         self._next_consent = 0.0
         self._next_rescan = 0.0
         self._next_status = 0.0
@@ -157,21 +162,34 @@ class Collector:
     # --- consent ----------------------------------------------------------------------------
 
     def _load_consent(self) -> None:
-        path = self.config.consent_file
-        try:
-            mtime: float | None = path.stat().st_mtime
-        except FileNotFoundError:
-            mtime = None
-        if mtime == self._consent_mtime:
+        """Re-read the record and the trust file when either changed; refuse, never exit."""
+        path, trust_path = self.config.consent_file, self.config.consent_authority_file
+        mtimes = (_mtime(path), _mtime(trust_path))
+        if mtimes == self._consent_mtimes:
             return
-        self._consent_mtime = mtime
-        if mtime is None:
-            self.record, self.reason = None, f"no consent record at {path}: nothing is captured"
+        self._consent_mtimes = mtimes
+        self.record, self.grant_signature = None, None
+        if mtimes[0] is None:
+            self.reason = f"no consent record at {path}: nothing is captured"
             return
         try:
-            self.record = load_record(path)
+            signed = load_signed_record(path, load_trust(trust_path), self.secret)
         except InputError as exc:
-            self.record, self.reason = None, f"consent record unusable ({exc}): nothing is captured"
+            self.reason = f"consent record refused ({exc}): nothing is captured"
+            log.error("%s", self.reason)
+            return
+        self.record, self.grant_signature = signed.record, signed.grant_signature
+        log.info("consent record %s: signed by authority key %s", path, signed.signature.key)
+
+    def _region_refusal(self, record: ConsentRecord) -> str:
+        """Why an excluded region forbids capture ('' when neither region is excluded)."""
+        cfg = self.config
+        override = cfg.lawful_basis_override or None
+        for whose, region in (("the record's region", record.region), ("this host", cfg.region)):
+            allowed, reason = region_allowed(region, cfg.excluded_regions, override)
+            if not allowed:
+                return f"{whose}: {reason}: nothing is captured"
+        return ""
 
     def check_consent(self) -> None:
         self._load_consent()
@@ -188,6 +206,13 @@ class Collector:
             self.state, self.reason = "refused", decision.reason
             if decision.status is Status.REVOKED:
                 self._publish_revocation(self.record)
+            return
+        refusal = self._region_refusal(self.record)
+        if refusal:
+            if self.state != "refused" or self.reason != refusal:
+                log.error("%s", refusal)
+            self._stop_capture(None)
+            self.state, self.reason = "refused", refusal
             return
         pseudonym = pseudonymize(self.secret, self.record.participant_id)
         self._publish_grant(self.record, pseudonym)
@@ -248,6 +273,7 @@ class Collector:
             record.granted,
             "consent granted on the collector",
             record,
+            self.grant_signature,
         )
         self.spool.put_control(self.config.control_topic, message.key, message.encode())
         self._remember(marker)
@@ -265,6 +291,8 @@ class Collector:
                 self.config.collector_id,
                 revoked,
                 "consent revoked on the collector",
+                record,
+                self.grant_signature,
             )
             self.spool.put_control(self.config.control_topic, message.key, message.encode())
         self._remember(marker)

@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from capturelab.consent import ControlMessage
+from capturelab.consent import ControlMessage, ControlType
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import load_dictionary
@@ -225,7 +225,7 @@ class SinkService:
                 msg.value() or b"", f"{msg.topic()}-{msg.partition()}-{msg.offset()}", str(exc)
             )
             return
-        if control.grant is not None:  # consent_granted (ControlMessage checks the pairing)
+        if control.grant is not None and control.type is ControlType.CONSENT_GRANTED:
             stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
             if stone is None or control.grant.granted > stone.at:
                 grants.record(self.layout, control.grant)  # fsynced before the commit

@@ -1,0 +1,214 @@
+"""The consent authority: one Ed25519 key, on the controller, signs what consent says.
+
+Invariants:
+
+- the private key lives only on the controller, in a file that nobody but its owner can read
+  (mode 0600 or stricter; a looser file is refused, naming the file and its mode); nodes hold
+  public keys only, in a *trust file* of one or more PEM public keys (more than one while a key
+  is being rotated);
+- what is signed is a canonical document: ``{"kind": ..., "body": ...}`` as JSON with sorted
+  keys, no spaces, UTF-8. The kind is part of what is signed, so a signature over one kind of
+  document never verifies as another;
+- a signature names its key by key id (the first 16 hex digits of the SHA-256 of the raw
+  public key) and verifies only against that key of the trust file: an unknown signer, a
+  signature over other bytes and a malformed signature are each refused with their reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from capturelab.errors import InputError
+
+# Where the collector role keeps (and the sim lab generates) the key on the controller:
+# collector_consent_authority_dir; the validation suites sign test records with it.
+CONTROLLER_DIR = Path.home() / ".local/share/capturelab/consent"
+KEY_ID_HEX = 16
+SIGNATURE_BYTES = 64
+PEM_PUBLIC_BEGIN = b"-----BEGIN PUBLIC KEY-----"
+PEM_PUBLIC_END = b"-----END PUBLIC KEY-----"
+
+
+def canonical(kind: str, body: Mapping[str, Any]) -> bytes:
+    """The bytes that are signed: the kind and the body, as canonical JSON."""
+    return json.dumps(
+        {"kind": kind, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A signature and the id of the key that made it; ``{"key": id, "ed25519": base64}``."""
+
+    key: str
+    value: bytes
+
+    def encode(self) -> dict[str, str]:
+        return {"key": self.key, "ed25519": base64.b64encode(self.value).decode()}
+
+    @classmethod
+    def decode(cls, data: Any, where: str) -> Signature:
+        if not isinstance(data, Mapping):
+            raise InputError(f"{where}: the signature must be a mapping with key and ed25519")
+        key, value = data.get("key"), data.get("ed25519")
+        if not isinstance(key, str) or len(key) != KEY_ID_HEX:
+            raise InputError(f"{where}.key must be a key id of {KEY_ID_HEX} hex digits")
+        if not isinstance(value, str):
+            raise InputError(f"{where}.ed25519 must be a base64 string")
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise InputError(f"{where}.ed25519 is not base64") from None
+        if len(raw) != SIGNATURE_BYTES:
+            raise InputError(f"{where}.ed25519 holds {len(raw)} bytes, not {SIGNATURE_BYTES}")
+        return cls(key, raw)
+
+
+class Authority:
+    """The private key: signs canonical documents. Only the controller ever holds one."""
+
+    def __init__(self, private: Ed25519PrivateKey, source: str) -> None:
+        self._private = private
+        self.source = source
+        self.key_id = key_id(private.public_key())
+
+    def sign(self, kind: str, body: Mapping[str, Any]) -> Signature:
+        return Signature(self.key_id, self._private.sign(canonical(kind, body)))
+
+    def public_key(self) -> Ed25519PublicKey:
+        return self._private.public_key()
+
+    def public_pem(self) -> bytes:
+        return self.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+class Trust:
+    """The public keys a node accepts, by key id (a trust file)."""
+
+    def __init__(self, keys: Mapping[str, Ed25519PublicKey], source: str) -> None:
+        if not keys:
+            raise InputError(f"{source}: holds no Ed25519 public key")
+        self.keys = dict(keys)
+        self.source = source
+
+    def verify(self, kind: str, body: Mapping[str, Any], signature: Signature, where: str) -> None:
+        """Raise InputError naming ``where`` unless a trusted key signed exactly this document."""
+        public = self.keys.get(signature.key)
+        if public is None:
+            raise InputError(
+                f"{where}: signed by key {signature.key}, which {self.source} does not trust "
+                f"(trusted: {', '.join(sorted(self.keys))})"
+            )
+        try:
+            public.verify(signature.value, canonical(kind, body))
+        except InvalidSignature:
+            raise InputError(
+                f"{where}: the signature does not match the {kind.replace('_', ' ')}: it was "
+                "altered after signing, or the signature is over another one"
+            ) from None
+
+
+# --- Key files ----------------------------------------------------------------------------------
+
+
+def generate(private_path: Path, public_path: Path) -> Authority:
+    """A new key pair; refuses to overwrite either file (a lost key is rotated, not replaced)."""
+    for path in (private_path, public_path):
+        if path.exists():
+            raise InputError(f"{path} exists: a consent authority key is never overwritten")
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+        out.flush()
+        os.fsync(out.fileno())
+    authority = Authority(private, str(private_path))
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.write_bytes(authority.public_pem())
+    return authority
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+
+
+def load_authority(path: Path) -> Authority:
+    """The private key file: readable by its owner only, an unencrypted PKCS#8 Ed25519 key."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the consent authority key: {exc.strerror}") from None
+    if mode & 0o077:
+        raise InputError(
+            f"{path}: the consent authority key has mode {mode:04o}: group and others must "
+            f"have no access (chmod 600 {path})"
+        )
+    data = _read(path, "consent authority key")
+    try:
+        private = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise InputError(f"{path}: the consent authority key must be Ed25519")
+    return Authority(private, str(path))
+
+
+def load_trust(path: Path) -> Trust:
+    """A trust file: one or more PEM Ed25519 public keys, one after another."""
+    data = _read(path, "consent authority trust file")
+    keys: dict[str, Ed25519PublicKey] = {}
+    for i, block in enumerate(_pem_blocks(data, path)):
+        try:
+            public = serialization.load_pem_public_key(block)
+        except ValueError as exc:
+            raise InputError(
+                f"{path}: public key {i + 1} is not a PEM public key ({exc})"
+            ) from None
+        if not isinstance(public, Ed25519PublicKey):
+            raise InputError(f"{path}: public key {i + 1} is not an Ed25519 key")
+        keys[key_id(public)] = public
+    return Trust(keys, str(path))
+
+
+def _pem_blocks(data: bytes, path: Path) -> list[bytes]:
+    blocks, rest = [], data
+    while PEM_PUBLIC_BEGIN in rest:
+        start = rest.index(PEM_PUBLIC_BEGIN)
+        end = rest.find(PEM_PUBLIC_END, start)
+        if end < 0:
+            raise InputError(f"{path}: a PUBLIC KEY block has no END line")
+        end += len(PEM_PUBLIC_END)
+        blocks.append(rest[start:end] + b"\n")
+        rest = rest[end:]
+    if not blocks:
+        raise InputError(f"{path}: holds no PEM PUBLIC KEY block (a consent authority trust file)")
+    return blocks
