@@ -124,6 +124,8 @@ def test_rotation_old_and_new_key_trusted_then_old_retired(keys, tmp_path):
     both.write_bytes(old_pub.read_bytes() + (tmp_path / "new.pub").read_bytes())
     assert set(authority.load_trust(both).keys) == {old.key_id, new.key_id}
     load_signed_record(old_record, authority.load_trust(both), SECRET)
+    with pytest.raises(InputError, match=f"signed by key {old.key_id}, which .*new.pub does not"):
+        load_signed_record(old_record, authority.load_trust(tmp_path / "new.pub"), SECRET)
     assert main(["consent", "sign", str(old_record), "--key", str(tmp_path / "new.key"),
                  "--lab-secret", str(_secret(tmp_path)), "--out", str(old_record)]) == 0  # fmt: skip
     resigned = load_signed_record(old_record, authority.load_trust(tmp_path / "new.pub"), SECRET)
