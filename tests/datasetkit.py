@@ -7,13 +7,20 @@ test can prove the dataset builder's own redaction and consent filter.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from consentkit import AUTHORITY, trust_file
 
 from capturelab.collector.edge import EdgeFilter, number
 from capturelab.collector.synth import Session, as_events
-from capturelab.consent import ConsentRecord, LawfulBasis, Scope
+from capturelab.consent import ConsentRecord, LawfulBasis, Scope, sign_grant
+from capturelab.dataset.build import BuildOptions
 from capturelab.schema import Batch, Event, encode_batch
 from capturelab.sink import grants
 from capturelab.sink.layout import Layout
@@ -68,14 +75,22 @@ def grant(
     granted: str = "2026-01-01T00:00:00+00:00",
     expires: str = "2027-01-01T00:00:00+00:00",
 ) -> None:
-    grants.record(
-        Layout(root),
-        ConsentRecord(
-            pseudonym.hex(),
-            frozenset(scopes),
-            LawfulBasis.CONSENT,
-            datetime.fromisoformat(granted),
-            datetime.fromisoformat(expires),
-            region="us",
-        ),
+    record = ConsentRecord(
+        pseudonym.hex(),
+        frozenset(scopes),
+        LawfulBasis.CONSENT,
+        datetime.fromisoformat(granted),
+        datetime.fromisoformat(expires),
+        region="us",
     )
+    grants.record(Layout(root), record, sign_grant(AUTHORITY, pseudonym, record))
+
+
+_KEYS = Path(tempfile.mkdtemp(prefix="capturelab-test-trust-"))
+atexit.register(shutil.rmtree, _KEYS, True)
+TRUST = trust_file(_KEYS)
+
+
+def options(**kwargs: Any) -> BuildOptions:
+    """Build options that trust the tests' consent authority (the one ``grant`` signs with)."""
+    return BuildOptions(trust_file=TRUST, **kwargs)

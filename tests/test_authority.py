@@ -242,7 +242,29 @@ def test_cli_sign_from_stdin_with_the_secret_in_the_environment(tmp_path, capsys
 
 
 def test_the_roles_default_key_folder_is_the_one_validation_uses():
-    defaults = yaml.safe_load(Path("roles/collector/defaults/main.yml").read_text())
-    folder = defaults["collector_consent_authority_dir"]
+    defaults = yaml.safe_load(Path("roles/consent_authority/defaults/main.yml").read_text())
+    folder = defaults["consent_authority_dir"]
     assert folder == "{{ lookup('ansible.builtin.env', 'HOME') }}/.local/share/capturelab/consent"
     assert Path.home() / ".local/share/capturelab/consent" == authority.CONTROLLER_DIR
+
+
+def test_a_trust_file_is_re_read_when_it_changes_and_a_broken_edit_keeps_the_old_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    old = authority.generate(tmp_path / "old.key", tmp_path / "trust.pub")
+    new = authority.generate(tmp_path / "new.key", tmp_path / "new.pub")
+    watched = authority.TrustFile(tmp_path / "trust.pub")
+    signature = new.sign("consent_record", {"a": 1})
+    with pytest.raises(InputError, match="does not trust"):
+        watched.current().verify("consent_record", {"a": 1}, signature, "x")
+    (tmp_path / "trust.pub").write_bytes(old.public_pem() + new.public_pem())  # rotation step 1
+    watched.current().verify("consent_record", {"a": 1}, signature, "x")
+    (tmp_path / "trust.pub").write_text("half an edit")
+    with caplog.at_level("ERROR"):
+        kept = watched.current()
+    assert "still trusting the keys read before" in caplog.text
+    kept.verify("consent_record", {"a": 1}, signature, "x")
+    (tmp_path / "trust.pub").unlink()
+    assert watched.current() is kept  # a vanished file does not empty the trust either
+    with pytest.raises(InputError, match="cannot read the consent authority trust file"):
+        authority.TrustFile(tmp_path / "trust.pub")  # but at start it is an error

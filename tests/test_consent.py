@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from consentkit import OTHER, erasure, granted, trust_file
 
+from capturelab.authority import load_trust
 from capturelab.consent import (
     ConsentRecord,
     ControlMessage,
@@ -20,6 +23,7 @@ from capturelab.consent import (
     permits,
     region_allowed,
     scope_for,
+    verify_control,
 )
 from capturelab.errors import InputError
 from capturelab.schema import ContextEvent, DeviceClass, InputEvent, pseudonymize
@@ -144,3 +148,64 @@ def test_control_message_round_trip_and_errors():
         ControlMessage.decode(msg.encode().replace(b"erasure_requested", b"delete_everything"))
     with pytest.raises(InputError, match="not JSON"):
         ControlMessage.decode(b"\xff")
+
+
+# --- verify_control: who may say what on the control topic ----------------------------------
+
+NOW = datetime(2026, 2, 1, tzinfo=UTC)
+P = pseudonymize(b"0123456789abcdef", "p-001")
+
+
+def _trust(tmp_path: Path):
+
+    return load_trust(trust_file(tmp_path))
+
+
+def _refused(message: ControlMessage, tmp_path: Path, needle: str) -> None:
+
+    with pytest.raises(InputError, match=needle) as caught:
+        verify_control(message, _trust(tmp_path), NOW, "capture.control-0@7")
+    assert "capture.control-0@7" in str(caught.value)  # names the message
+
+
+def test_a_grant_counts_only_signed_by_the_authority_for_this_pseudonym(tmp_path: Path):
+
+    good = granted(P, _rec())
+    verify_control(good, _trust(tmp_path), NOW, "m")
+    _refused(replace(good, signature=None), tmp_path, "is unsigned")
+    _refused(granted(P, _rec(), signer=OTHER), tmp_path, "which .* does not trust")
+    other = pseudonymize(b"0123456789abcdef", "p-002")
+    moved = replace(good, pseudonym=other, grant=replace(good.grant, participant_id=other.hex()))
+    _refused(moved, tmp_path, "signature does not match")  # p-001's grant replayed for p-002
+    widened = replace(good, grant=replace(good.grant, scopes=frozenset(Scope)))
+    _refused(widened, tmp_path, "signature does not match")
+
+
+def test_a_collector_can_end_only_a_consent_the_authority_ended(tmp_path: Path):
+
+    live = replace(granted(P, _rec()), type=ControlType.ERASURE_REQUESTED, at=NOW)
+    _refused(live, tmp_path, "live until 2026-03-01")
+    revoked = granted(P, _rec(revoked="2026-01-20T00:00:00Z"))
+    verify_control(
+        replace(revoked, type=ControlType.CONSENT_REVOKED, at=datetime(2026, 1, 20, tzinfo=UTC)),
+        _trust(tmp_path),
+        NOW,
+        "m",
+    )
+    expired = replace(granted(P, _rec(expires="2026-01-15T00:00:00Z")), at=NOW)
+    verify_control(replace(expired, type=ControlType.ERASURE_REQUESTED), _trust(tmp_path), NOW, "m")
+
+
+def test_an_erasure_signed_by_the_authority_and_its_forgeries(tmp_path: Path):
+
+    signed = erasure(P, NOW - timedelta(minutes=1), "collector-01")
+    verify_control(signed, _trust(tmp_path), NOW, "m")
+    assert ControlMessage.decode(signed.encode()) == signed  # the signature survives the wire
+    _refused(replace(signed, reason="something else"), tmp_path, "does not match the erasure")
+    _refused(replace(signed, type=ControlType.CONSENT_REVOKED), tmp_path, "does not match")
+    _refused(replace(signed, pseudonym=bytes(32)), tmp_path, "does not match")
+    _refused(replace(signed, signature=None), tmp_path, "is unsigned")
+    ahead = erasure(P, NOW + timedelta(hours=1))
+    _refused(ahead, tmp_path, "ahead of this clock")
+    with pytest.raises(InputError, match="a grant is signed with the consent record"):
+        erasure(P, NOW, ctype=ControlType.CONSENT_GRANTED)

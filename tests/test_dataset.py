@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from datasetkit import HOUR_NS, T0, edge_events, grant, land, raw_events
+from datasetkit import HOUR_NS, T0, edge_events, grant, land, options, raw_events
 
 from capturelab.collector.synth import build_session
 from capturelab.consent import Scope
@@ -35,7 +35,7 @@ def test_planted_canaries_never_reach_the_dataset(tmp_path: Path, through_edge: 
     events = edge_events(session, ALL) if through_edge else raw_events(session)
     land(tmp_path / "store", "c1", P1, events)
     grant(tmp_path / "store", P1, ALL)
-    built = build(tmp_path / "store", tmp_path / "out", BuildOptions(eval_fraction=0))
+    built = build(tmp_path / "store", tmp_path / "out", options(eval_fraction=0))
     text = dataset_text(built.path)
     for canary in session.canaries:
         assert canary.value not in text, canary
@@ -55,7 +55,7 @@ def test_key_content_needs_keys_text_and_scopes_filter_events(tmp_path: Path) ->
     session = build_session(3, 120, canaries=False)
     land(tmp_path / "store", "c1", P1, raw_events(session))
     grant(tmp_path / "store", P1, [Scope.KEYS_TIMING, Scope.CONTEXT])  # no keys:text, no mouse
-    built = build(tmp_path / "store", tmp_path / "out", BuildOptions(eval_fraction=0))
+    built = build(tmp_path / "store", tmp_path / "out", options(eval_fraction=0))
     text = dataset_text(built.path)
     card = built.card
     assert "type-classes" in text and 'type \\"' not in text and "git" not in text
@@ -74,12 +74,12 @@ def test_grant_window_erasure_and_missing_grants(tmp_path: Path) -> None:
     end = datetime.fromtimestamp((T0 + 60 * 10**9) / 1e9, tz=UTC).isoformat()
     grant(store, P1, ALL, expires=end)
     with pytest.raises(InputError) as empty:  # P2 has no grant at all; P1 only a minute
-        build(store, tmp_path / "out", BuildOptions(eval_fraction=0, min_history=10_000))
+        build(store, tmp_path / "out", options(eval_fraction=0, min_history=10_000))
     assert "no consent grant on record" in str(empty.value)
     assert "outside every grant window" in str(empty.value)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name != "latest"]  # nothing left
 
-    built = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
+    built = build(store, tmp_path / "out", options(eval_fraction=0))
     excluded = built.card["excluded"]
     inside = sum(1 for e in one if e.wall_ns < T0 + 60 * 10**9)
     assert built.card["counts"]["events_kept"] == inside
@@ -88,11 +88,10 @@ def test_grant_window_erasure_and_missing_grants(tmp_path: Path) -> None:
 
     grant(store, P2, ALL)
     assert (
-        build(store, tmp_path / "out", BuildOptions(eval_fraction=0)).card["counts"]["pseudonyms"]
-        == 2
+        build(store, tmp_path / "out", options(eval_fraction=0)).card["counts"]["pseudonyms"] == 2
     )
     Tombstones(Layout(store)).erase(P2.hex(), datetime.now(UTC), "consent_revoked")
-    after = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
+    after = build(store, tmp_path / "out", options(eval_fraction=0))
     assert after.card["counts"]["pseudonyms"] == 1
     assert after.card["counts"]["events_kept"] == inside
     assert not (store / "consent" / f"{P2.hex()}.json").exists()
@@ -107,13 +106,11 @@ def test_screenshots_only_with_their_scope(tmp_path: Path) -> None:
     )
     land(store, "c1", P1, [*events, shot])
     grant(store, P1, ALL)
-    without = build(store, tmp_path / "a", BuildOptions(eval_fraction=0, min_history=1, horizon=1))
+    without = build(store, tmp_path / "a", options(eval_fraction=0, min_history=1, horizon=1))
     assert without.card["excluded"] == {"scope not granted: screenshots": 1}
     assert not list((without.path / "images").iterdir())
     grant(store, P1, [*ALL, Scope.SCREENSHOTS], granted="2026-02-01T00:00:00+00:00")
-    with_scope = build(
-        store, tmp_path / "b", BuildOptions(eval_fraction=0, min_history=1, horizon=1)
-    )
+    with_scope = build(store, tmp_path / "b", options(eval_fraction=0, min_history=1, horizon=1))
     (name,) = [p.name for p in (with_scope.path / "images").iterdir()]
     assert (with_scope.path / "images" / name).read_bytes() == image
     assert f"screenshot {name}" in dataset_text(with_scope.path)
@@ -128,7 +125,7 @@ def test_corrupt_frames_are_counted_and_skipped(tmp_path: Path) -> None:
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF
     segment.write_bytes(bytes(data))
-    built = build(store, tmp_path / "out", BuildOptions(eval_fraction=0))
+    built = build(store, tmp_path / "out", options(eval_fraction=0))
     assert built.card["counts"]["frames_read"] == frames
     assert sum(built.card["corrupt_frames"].values()) == 1
     assert len(events) - 100 <= built.card["counts"]["events_read"] < len(events)
@@ -145,7 +142,7 @@ def test_sessions_split_whole_and_builds_are_reproducible(tmp_path: Path) -> Non
         land(store, "c1", P1, events)
     grant(store, P1, ALL)
     out = tmp_path / "out"
-    built = build(store, out, BuildOptions(eval_fraction=0.3))
+    built = build(store, out, options(eval_fraction=0.3))
     card = built.card
     assert card["counts"]["sessions"]["train"] + card["counts"]["sessions"]["eval"] == 6
     assert card["counts"]["sessions"]["eval"] >= 1
@@ -156,7 +153,7 @@ def test_sessions_split_whole_and_builds_are_reproducible(tmp_path: Path) -> Non
     assert example.prompt.endswith(NEXT_HEADER) and example.completion.endswith(END)
     assert len(example.completion.splitlines()) <= BuildOptions.horizon + 1
 
-    again = build(store, out, BuildOptions(eval_fraction=0.3))
+    again = build(store, out, options(eval_fraction=0.3))
     assert again.reused and again.path == built.path
     assert (out / "latest").resolve() == built.path.resolve()
     assert verify(built.path)["dataset_id"] == card["dataset_id"]
@@ -169,8 +166,44 @@ def test_bad_inputs_name_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a capturelab store"):
         build(tmp_path / "nowhere", tmp_path / "out")
     with pytest.raises(InputError, match="eval_fraction"):
-        build(tmp_path, tmp_path / "out", BuildOptions(eval_fraction=1.5))
+        build(tmp_path, tmp_path / "out", options(eval_fraction=1.5))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "session": "s", "prompt": 3, "completion": ""}) + "\n")
     with pytest.raises(InputError, match=r"bad\.jsonl:1: field prompt"):
         read_examples(bad)
+
+
+def test_only_grants_the_authority_signed_count(tmp_path: Path) -> None:
+    """A grant written into the store by hand (or altered there) is refused and counted; the
+    participant's events are then excluded as having no grant."""
+    store = tmp_path / "store"
+    land(store, "c1", P1, raw_events(build_session(5, 120, canaries=False)))
+    land(store, "c2", P2, raw_events(build_session(6, 120, canaries=False)))
+    grant(store, P1, ALL)
+    grant(store, P2, ALL)
+    path = store / "consent" / f"{P2.hex()}.json"
+    doc = json.loads(path.read_text())
+    doc["grants"].append({**doc["grants"][0], "expires": "2099-01-01T00:00:00+00:00"})  # widened
+    doc["grants"][0] = {k: v for k, v in doc["grants"][0].items() if k != "signature"}
+    path.write_text(json.dumps(doc))
+    built = build(store, tmp_path / "out", options(eval_fraction=0))
+    assert built.card["counts"]["pseudonyms"] == 1 and built.card["counts"]["grants_refused"] == 2
+    assert built.card["excluded"]["no consent grant on record"] > 0
+    reasons = " | ".join(built.refused_grants)
+    assert "grants[0]: unsigned grant" in reasons and "signature does not match" in reasons
+    assert str(path) in reasons
+    assert P2.hex() not in json.dumps(built.card)  # the reasons stay out of the card
+    assert (
+        built.card["consent_authority_keys"]
+        and "grants refused: 2" in (built.path / "card.md").read_text()
+    )
+
+
+def test_a_missing_trust_file_is_named_before_anything_is_written(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    land(store, "c1", P1, raw_events(build_session(5, 60, canaries=False)))
+    grant(store, P1, ALL)
+    missing = tmp_path / "nowhere.pub"
+    with pytest.raises(InputError, match=r"nowhere\.pub: cannot read the consent authority"):
+        build(store, tmp_path / "out", BuildOptions(trust_file=missing))
+    assert not (tmp_path / "out").exists()

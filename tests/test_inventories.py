@@ -68,7 +68,7 @@ SIM_ALLOWED = (
     "collector_lab_secret",
     "collector_participant_id",
     "collector_consent_records",
-    "collector_consent_authority_generate",  # a throwaway authority key for the throwaway lab
+    "consent_authority_generate",  # a throwaway authority key for the throwaway lab
     "collector_inject_dir",
     "collector_context",
     # what the validation suites hold this small lab to (its cohort, budgets, run lengths)

@@ -181,43 +181,43 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
     assert res.returncode == 0, res.stdout[-3000:]
 
 
-def _authority(tmp_path: Path, tool_env: dict[str, str], **extra: object):
+def _authority(tmp_path: Path, tool_env: dict[str, str], tasks: str, **extra: object):
     keys = tmp_path / "consent"
     paths = {
-        "collector_consent_authority_key": str(keys / "authority.key"),
-        "collector_consent_authority_trust": str(keys / "authority.pub"),
+        "consent_authority_key": str(keys / "authority.key"),
+        "consent_authority_trust": str(keys / "authority.pub"),
     }
     return _run(
-        tmp_path, tool_env, "collector", ["pi5-1"],
-        {"tasks_under_test": "authority.yml", **paths, **extra},
+        tmp_path, tool_env, "consent_authority", ["pi5-1"],
+        {"tasks_under_test": tasks, **paths, **extra},
     )  # fmt: skip
 
 
-def test_collector_authority_generated_then_found_again(tmp_path: Path, tool_env: dict[str, str]):
+def test_consent_authority_generated_then_found_again(tmp_path: Path, tool_env: dict[str, str]):
     """A throwaway lab generates the key once; the second run finds both files and passes."""
     for _ in range(2):
-        res = _authority(tmp_path, tool_env, collector_consent_authority_generate=True)
-        assert res.returncode == 0, res.stdout[-3000:]
+        for tasks in ("controller.yml", "key.yml"):
+            res = _authority(tmp_path, tool_env, tasks, consent_authority_generate=True)
+            assert res.returncode == 0, res.stdout[-3000:]
     assert (tmp_path / "consent" / "authority.key").stat().st_mode & 0o077 == 0
 
 
-def test_collector_authority_missing_key_names_the_variable(
-    tmp_path: Path, tool_env: dict[str, str]
-):
-    res = _authority(tmp_path, tool_env, collector_consent_authority_generate=False)
+def test_consent_authority_missing_key_names_the_variable(tmp_path: Path, tool_env: dict[str, str]):
+    res = _authority(tmp_path, tool_env, "key.yml")
     assert res.returncode != 0, res.stdout[-2000:]
-    assert "collector_consent_authority_key" in res.stdout, res.stdout[-3000:]
+    assert "consent_authority_key" in res.stdout, res.stdout[-3000:]
     assert "does not exist on the controller" in res.stdout, res.stdout[-3000:]
 
 
-def test_collector_authority_missing_trust_names_the_variable(
+def test_consent_authority_missing_trust_names_the_variable(
     tmp_path: Path, tool_env: dict[str, str]
 ):
-    assert _authority(tmp_path, tool_env, collector_consent_authority_generate=True).returncode == 0
+    res = _authority(tmp_path, tool_env, "controller.yml", consent_authority_generate=True)
+    assert res.returncode == 0, res.stdout[-3000:]
     (tmp_path / "consent" / "authority.pub").unlink()
-    res = _authority(tmp_path, tool_env, collector_consent_authority_generate=False)
+    res = _authority(tmp_path, tool_env, "controller.yml")
     assert res.returncode != 0, res.stdout[-2000:]
-    assert "collector_consent_authority_trust" in res.stdout, res.stdout[-3000:]
+    assert "consent_authority_trust" in res.stdout, res.stdout[-3000:]
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,10 @@ def test_verify_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_status_without_a_run_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     config = tmp_path / "sink.yml"
-    config.write_text(f"root: {tmp_path}/array\nbootstrap_servers: 127.0.0.1:9\n")
+    config.write_text(
+        f"root: {tmp_path}/array\nbootstrap_servers: 127.0.0.1:9\n"
+        "consent_authority_file: /etc/capturelab/authority.pub\n"
+    )
     assert main(["sink", "status", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "state/status.json does not exist" in err and "sink.yml" in err

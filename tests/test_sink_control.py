@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
+from consentkit import erasure, trust_file
 from sinkdata import T0, frame, pseudonym
 from test_sink_service import FakeConsumer, Msg
 
 from capturelab.cli import main
-from capturelab.consent import ControlMessage, ControlType
+from capturelab.consent import ControlType
 from capturelab.errors import InputError
 from capturelab.sink.audit import audit
 from capturelab.sink.config import SinkConfig
@@ -73,14 +74,19 @@ def _service(tmp_path: Path) -> tuple[SinkService, FakeConsumer, FakeControl]:
         )
         return made[-1]
 
-    config = SinkConfig(root=tmp_path, bootstrap_servers="127.0.0.1:9", min_free_bytes=0)
+    config = SinkConfig(
+        root=tmp_path,
+        bootstrap_servers="127.0.0.1:9",
+        consent_authority_file=trust_file(tmp_path / "keys"),
+        min_free_bytes=0,
+    )
     service = SinkService(config, consumer_factory=factory)
     service.control.start()
     return service, made[0], made[1]
 
 
 def _revoke(who: str, at: datetime, offset: int, partition: int = 0) -> Msg:
-    msg = ControlMessage(ControlType.CONSENT_REVOKED, pseudonym(who), "c1", at, "test")
+    msg = erasure(pseudonym(who), at, ctype=ControlType.CONSENT_REVOKED)
     return Msg(TOPIC, partition, offset, msg.encode())
 
 
@@ -179,7 +185,9 @@ def test_status_shows_how_far_the_control_topic_was_read(
     service.control_step()
     service.write_status(force=True)
     config = tmp_path / "sink.yml"
-    config.write_text(f"root: {tmp_path}\nbootstrap_servers: 127.0.0.1:9\n")
+    config.write_text(
+        f"root: {tmp_path}\nbootstrap_servers: 127.0.0.1:9\nconsent_authority_file: /etc/capturelab/authority.pub\n"
+    )
     assert main(["sink", "status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^control read up to +1:7$", out, re.MULTILINE)

@@ -7,6 +7,7 @@ proves with the store's audit that every event landed once: no gap, no duplicate
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 import yaml
 from collectorkit import wait_for
 from confluent_kafka import Producer
+from consentkit import OTHER, erasure, granted, trust_file
 from kafka_local import LocalKafka
 from sinkdata import frames, pseudonym
 
@@ -67,9 +69,7 @@ def grants_for(*who_and_collector: tuple[str, str]) -> list[tuple[str, bytes]]:
     """Consent-granted control messages (key, value) for (participant, collector) pairs."""
     out = []
     for who, collector in who_and_collector:
-        grant = replace(GRANT, participant_id=pseudonym(who).hex())
-        msg = ControlMessage(ControlType.CONSENT_GRANTED, pseudonym(who), collector,
-                             GRANT.granted, "test", grant)  # fmt: skip
+        msg = granted(pseudonym(who), GRANT, collector)
         out.append((msg.pseudonym.hex(), msg.encode()))
     return out
 
@@ -80,6 +80,7 @@ def sink_config(
     data = {
         "root": str(root or tmp / "array"),
         "bootstrap_servers": kafka.bootstrap,
+        "consent_authority_file": str(trust_file(tmp / "keys")),
         "group_id": f"sink-{name}",
         "client_id": f"sink-{name}",
         "capture_topic": f"{name}.events",
@@ -190,7 +191,10 @@ def test_broker_restart_under_consumption(kafka: LocalKafka, tmp_path: Path):
     assert result.ok() and result.events == 100 * BATCH
 
 
-def test_erasure_request_leaves_zero_records(kafka: LocalKafka, tmp_path: Path):
+def test_erasure_request_leaves_zero_records(
+    kafka: LocalKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """Forged control messages are refused first; then a signed revocation erases p1."""
     events, control = topics(kafka, "erase")
     produce(kafka, events, [("c1", f) for f in frames("c1", 20, BATCH, "p1")])
     produce(kafka, events, [("c2", f) for f in frames("c2", 20, BATCH, "p2")])
@@ -198,11 +202,29 @@ def test_erasure_request_leaves_zero_records(kafka: LocalKafka, tmp_path: Path):
     root = tmp_path / "array"
     p1 = pseudonym("p1")
     produce(kafka, control, grants_for(("p1", "c1"), ("p2", "c2")))
-    with running(config):
+    caplog.set_level(logging.WARNING, logger="capturelab.sink.service")
+    with running(config) as service:
         wait_for(lambda: events_stored(root) == 40 * BATCH, "both participants stored")
         wait_for(lambda: len(list((root / "consent").glob("*.json"))) == 2, "both grants kept")
         assert grants.load(Layout(root), p1.hex())[0].scopes == GRANT.scopes
-        revoked = ControlMessage(ControlType.CONSENT_REVOKED, p1, "c1", datetime.now(UTC), "test")
+        # Forgeries first: each is refused, counted and logged; nothing is stored or erased.
+        now = datetime.now(UTC)
+        live = replace(GRANT, participant_id=p1.hex())
+        forged = [
+            ControlMessage(ControlType.ERASURE_REQUESTED, p1, "c2", now, "unsigned"),
+            granted(pseudonym("p3"), GRANT, "c2", signer=OTHER),  # a key nobody trusts
+            # p1's own signed grant is still live: a collector cannot end it by itself
+            replace(granted(p1, GRANT, "c2"), type=ControlType.ERASURE_REQUESTED, at=now),
+        ]
+        produce(kafka, control, [(m.pseudonym.hex(), m.encode()) for m in forged])
+        wait_for(lambda: service.status.refused_control_messages == 3, "3 forgeries refused")
+        assert "unsigned" in caplog.text and "does not trust" in caplog.text
+        assert "live until" in service.status.last_refused
+        assert audit(root).pseudonyms.get(p1.hex()) == 20 * BATCH, "nothing erased"
+        assert not list((root / "tombstones").glob("*.json"))
+        assert not (root / "consent" / f"{pseudonym('p3').hex()}.json").exists()
+        assert live.window_end() > now
+        revoked = erasure(p1, datetime.now(UTC), ctype=ControlType.CONSENT_REVOKED)
         produce(kafka, control, [(p1.hex(), revoked.encode())])
         wait_for((root / "tombstones" / f"{p1.hex()}.json").exists, "the tombstone")
         wait_for(lambda: audit(root).pseudonyms.get(p1.hex(), 0) == 0, "p1 erased")
@@ -269,8 +291,7 @@ def test_every_instance_acts_on_every_control_message(kafka: LocalKafka, tmp_pat
             lambda: all(len(list((r / "consent").glob("*.json"))) == 2 for r in roots),
             "both grants on both arrays",
         )
-        revoked = ControlMessage(ControlType.CONSENT_REVOKED, pseudonym("p1"), "c0",
-                                 datetime.now(UTC), "test")  # fmt: skip
+        revoked = erasure(pseudonym("p1"), datetime.now(UTC), "c0", ControlType.CONSENT_REVOKED)
         produce(kafka, control, [(p1, revoked.encode())])
         wait_for(
             lambda: all((r / "tombstones" / f"{p1}.json").exists() for r in roots),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from consentkit import trust_file
 from sinkdata import frame
 
 from capturelab.sink.config import SinkConfig
@@ -57,7 +58,12 @@ class FakeConsumer:
 
 
 def _service(tmp_path: Path) -> SinkService:
-    config = SinkConfig(root=tmp_path, bootstrap_servers="127.0.0.1:9", min_free_bytes=0)
+    config = SinkConfig(
+        root=tmp_path,
+        bootstrap_servers="127.0.0.1:9",
+        consent_authority_file=trust_file(tmp_path / "keys"),
+        min_free_bytes=0,
+    )
     return SinkService(config, consumer_factory=FakeConsumer)  # type: ignore[arg-type]
 
 

@@ -253,36 +253,43 @@ def test_enospc_rolls_back_and_resumes(tmp_path: Path, io_mode: str):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+CONF = "bootstrap_servers: gw:9092\nconsent_authority_file: /etc/capturelab/authority.pub\n"
+
+
 def test_config_errors_name_the_field(tmp_path: Path):
     path = tmp_path / "sink.yml"
-    path.write_text("root: /srv/capture\nbootstrap_servers: gw:9092\nretention_days: 0\n")
+    path.write_text(f"root: /srv/capture\n{CONF}retention_days: 0\n")
     with pytest.raises(
         InputError, match=r"sink\.yml: field retention_days must be an integer >= 1"
     ):
         load_config(path)
-    path.write_text("root: relative\nbootstrap_servers: gw:9092\n")
+    path.write_text(f"root: relative\n{CONF}")
     with pytest.raises(InputError, match="field root must be an absolute path"):
         load_config(path)
-    path.write_text("root: /x\nbootstrap_servers: gw:9092\nretension_days: 3\n")
+    path.write_text(f"root: /x\n{CONF}retension_days: 3\n")
     with pytest.raises(InputError, match=r"unknown field.*retension_days"):
         load_config(path)
-    path.write_text("root: /x\nbootstrap_servers: gw:9092\ndictionaries: [zstd.dict]\n")
+    path.write_text(f"root: /x\n{CONF}dictionaries: [zstd.dict]\n")
     with pytest.raises(InputError, match="field dictionaries must be a list of absolute paths"):
         load_config(path)
-    path.write_text(
-        "root: /x\nbootstrap_servers: gw:9092\ndictionaries: [/etc/capturelab/a.dict]\n"
-    )
+    path.write_text(f"root: /x\n{CONF}dictionaries: [/etc/capturelab/a.dict]\n")
     assert load_config(path).dictionaries == (Path("/etc/capturelab/a.dict"),)
-    path.write_text("root: /x\nbootstrap_servers: gw:9092\nsecurity: {username: sink}\n")
+    path.write_text(f"root: /x\n{CONF}security: {{username: sink}}\n")
     with pytest.raises(InputError, match=r"security\.password_file is required"):
         load_config(path)
-    path.write_text("root: /x\nbootstrap_servers: gw:9092\nflush_max_messages: 64\n")
+    path.write_text(f"root: /x\n{CONF}flush_max_messages: 64\n")
     assert load_config(path).flush_max_messages == 64
-    path.write_text("root: /x\nbootstrap_servers: gw:9092\ndirect_io: on\n")  # YAML: True
+    path.write_text(f"root: /x\n{CONF}direct_io: on\n")  # YAML: True
     with pytest.raises(InputError, match="field direct_io must be one of auto, direct, buffered"):
         load_config(path)
-    path.write_text("root: /x\nbootstrap_servers: gw:9092\ndirect_io: buffered\n")
+    path.write_text(f"root: /x\n{CONF}direct_io: buffered\n")
     assert load_config(path).direct_io == "buffered"
+    path.write_text("root: /x\nbootstrap_servers: gw:9092\n")
+    with pytest.raises(InputError, match="field consent_authority_file is required"):
+        load_config(path)
+    path.write_text("root: /x\nbootstrap_servers: gw:9092\nconsent_authority_file: a.pub\n")
+    with pytest.raises(InputError, match="field consent_authority_file must be an absolute path"):
+        load_config(path)
 
 
 def test_full_decode_files_batches_like_the_peek(tmp_path: Path):

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasetkit import HOUR_NS, T0, grant, land, raw_events
+from datasetkit import HOUR_NS, T0, grant, land, options, raw_events
 
 from capturelab.bench.train import synthetic_llama
 from capturelab.cli import main
 from capturelab.collector.synth import build_session
 from capturelab.consent import Scope
-from capturelab.dataset.build import BuildOptions, build, dataset_id
+from capturelab.dataset.build import build, dataset_id
 from capturelab.dataset.example import Example
 from capturelab.errors import InputError
 from capturelab.train import loop
@@ -40,7 +40,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         seq += len(events)
         land(root / "store", "c1", who, events)
     grant(root / "store", who, [Scope.KEYS_TEXT, Scope.MOUSE, Scope.CONTEXT])
-    built = build(root / "store", root / "out", BuildOptions(eval_fraction=0.3))
+    built = build(root / "store", root / "out", options(eval_fraction=0.3))
     assert built.card["counts"]["examples"]["eval"] > 0
     return built.path
 

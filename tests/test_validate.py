@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from collectorkit import wait_for
+from consentkit import AUTHORITY
 from kafka_local import LocalKafka
 from test_sink_kafka import running, sink_config, topics
 
@@ -165,7 +166,7 @@ def test_load_lands_exactly_once_and_its_erasure_leaves_nothing(kafka: LocalKafk
         assert main([*verify, "--seq-from", "0", "--seq-to", str(result.events)]) == 1  # one short
         with pytest.raises(SystemExit):
             main([*verify, "--seq-from", "x"])
-        request_erasure(kafka.bootstrap, control, "unit1", "unit test")
+        request_erasure(kafka.bootstrap, control, "unit1", "unit test", AUTHORITY)
         wait_for(lambda: audit(root).events == 0, "the load erased")
     assert not (root / "segments" / pseudonym.hex()).exists()
     assert (

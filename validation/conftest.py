@@ -30,6 +30,7 @@ import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+from capturelab import authority
 from capturelab.errors import InputError
 from capturelab.lab.inventory import TIER_GROUPS, dump_inventory, group_members
 from capturelab.results import Result, write_results
@@ -89,6 +90,13 @@ class Lab:
 
     def var(self, node: str, name: str, default: Any = None) -> Any:
         return self.hostvars.get(node, {}).get(name, default)
+
+    def consent_authority(self, node: str) -> authority.Authority:
+        """The controller's consent authority key, as the roles find it for ``node``."""
+        folder = str(self.var(node, "consent_authority_dir", authority.CONTROLLER_DIR))
+        if "{{" in folder:  # the role's templated default: the same folder
+            folder = str(authority.CONTROLLER_DIR)
+        return authority.load_authority(Path(folder) / "authority.key")
 
     def host(self, node: str) -> Any:
         if node not in self._hosts:

@@ -28,20 +28,32 @@ import subprocess
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka import Producer
 from conftest import Lab, assert_passed
-from nodeconfig import read_yaml, run_json, sink_window
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nodeconfig import first_bootstrap, read_yaml, run_json, sink_window
 
-from capturelab import authority
+from capturelab.authority import Authority
 from capturelab.collector.synth import CANARY_KINDS, PHRASES
-from capturelab.consent import parse_record, sign_record, signed_document
+from capturelab.consent import (
+    ControlMessage,
+    ControlType,
+    parse_record,
+    sign_grant,
+    sign_record,
+    signed_document,
+)
 from capturelab.errors import HostEnvironmentError
 from capturelab.results import Result
+from capturelab.schema import pseudonymize
+from capturelab.transport import producer_config
 from capturelab.validate.checks import stage_timeline
 
 SUITE = "e2e"
@@ -260,10 +272,7 @@ def _write_consent(lab: Lab, node: str, text: str) -> None:
 
 def _signed(lab: Lab, node: str, fields: dict[str, Any]) -> str:
     """A record signed as the collector role signs it: the controller's authority key."""
-    folder = lab.var(node, "collector_consent_authority_dir", str(authority.CONTROLLER_DIR))
-    if "{{" in str(folder):  # the role's templated default: the same folder
-        folder = str(authority.CONTROLLER_DIR)
-    key = authority.load_authority(Path(folder) / "authority.key")
+    key = lab.consent_authority(node)
     secret = str(lab.var(node, "collector_lab_secret", "")).encode()
     signed = sign_record(parse_record(fields, f"{node} test record"), key, secret)
     return yaml.safe_dump(signed_document(signed), sort_keys=False)
@@ -312,6 +321,9 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
         prefix = sent[node]["pseudonym"]
         held = lab.run(storage, f"find {root}/segments -maxdepth 1 -name '{prefix}*' | wc -l", 30)
         landed = windows.get(node, {}).get("stored", 0)
+        forged = _forgeries_refused(
+            lab, node, storage, root=root, participant=participant, prefix=prefix
+        )
         revoked = dict(participant, revoked=datetime.now(UTC).replace(microsecond=0).isoformat())
         _write_consent(lab, node, _signed(lab, node, revoked))
         stopped = _wait(
@@ -363,6 +375,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
             tool="capturelab collector status",
             detail=stopped["reason"],
         ),
+        forged,
         altered,
         Result(
             SUITE,
@@ -380,6 +393,81 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
     record(*results)
     assert_passed(results)
     e2e.failed = None
+
+
+def _sink_status(lab: Lab, storage: str) -> dict[str, Any]:
+    doc: dict[str, Any] = run_json(lab, storage, f"{lab.capturelab(storage)} sink status --json")
+    return doc
+
+
+def _forgeries_refused(
+    lab: Lab, node: str, storage: str, *, root: str, participant: dict[str, Any], prefix: str
+) -> Result:
+    """Three forged control messages under ``node``'s collector id, sent through the gateway as
+    a collector would: an unsigned erasure of the live participant, that participant's own
+    signed (still live) grant sent as an erasure, and a grant signed by a key nobody trusts.
+    The sink must refuse all three and erase nothing."""
+    config = read_yaml(lab, storage, "/etc/capturelab/sink.yml")
+    if config.get("security"):
+        return Result(SUITE, "forged-control-refused", storage, "skip", tool="kafka producer",
+                      detail="the gateway needs TLS+SCRAM; the forgery check runs on PLAINTEXT "
+                      "labs only so far")  # fmt: skip
+    host, port = first_bootstrap(config, storage, "/etc/capturelab/sink.yml")
+    secret = str(lab.var(node, "collector_lab_secret", "")).encode()
+    pseudonym = pseudonymize(secret, participant["participant_id"])
+    collector_id = str(_status(lab, node)["collector_id"])
+    grant = replace(parse_record(participant, "forged grant"), participant_id=pseudonym.hex())
+    live = sign_grant(lab.consent_authority(node), pseudonym, grant)
+    stranger = Authority(Ed25519PrivateKey.generate(), "a forger's key")
+    now = datetime.now(UTC)
+    forgeries = [
+        ControlMessage(ControlType.ERASURE_REQUESTED, pseudonym, collector_id, now, "forged"),
+        ControlMessage(
+            ControlType.ERASURE_REQUESTED, pseudonym, collector_id, now, "forged", grant, live
+        ),
+        ControlMessage(
+            ControlType.CONSENT_GRANTED,
+            bytes(32),
+            collector_id,
+            now,
+            "forged",
+            replace(grant, participant_id=bytes(32).hex()),
+            sign_grant(stranger, bytes(32), grant),
+        ),
+    ]
+    before = int(_sink_status(lab, storage).get("refused_control_messages", 0))
+    producer = Producer(producer_config(f"{host}:{port}", f"validation-forger-{collector_id}"))
+    for message in forgeries:
+        producer.produce(str(config["control_topic"]), value=message.encode(), key=message.key)
+    if producer.flush(30):
+        raise HostEnvironmentError("the forged control messages were not acknowledged")
+    try:
+        status = _wait(
+            "the sink to refuse 3 forged control messages",
+            lambda: (
+                (st := _sink_status(lab, storage))["refused_control_messages"] >= before + 3 and st
+            ),
+            60,
+        )
+    except HostEnvironmentError as exc:
+        status = {"refused_control_messages": before, "last_refused_control_message": str(exc)}
+    refused = int(status["refused_control_messages"]) - before
+    kept = lab.run(storage, f"find {root}/segments -maxdepth 1 -name '{prefix}*' | wc -l", 30)
+    stones = lab.run(storage, f"ls {root}/tombstones/ 2>/dev/null | grep -c '^{prefix}'", 30)
+    intact = kept.stdout.strip() != "0" and stones.stdout.strip() == "0"
+    return Result(
+        SUITE,
+        "forged-control-refused",
+        storage,
+        "pass" if refused == 3 and intact else "fail",
+        value=refused,
+        target=3,
+        unit="messages",
+        tool="capturelab sink status",
+        detail=f"unsigned erasure, live grant as erasure, untrusted grant; data of {prefix}... "
+        f"{'kept, no tombstone' if intact else 'TOUCHED'}; last: "
+        f"{status.get('last_refused_control_message', '')[:160]}",
+    )
 
 
 def _refuses_altered(lab: Lab, node: str, original: str) -> Result:

@@ -249,7 +249,11 @@ def test_sustained_ingest_at_cohort_rate(lab: Lab, record: Any) -> None:
             break
         time.sleep(2)
     request_erasure(
-        bootstrap, str(config["control_topic"]), run_id, "validation load, not a person"
+        bootstrap,
+        str(config["control_topic"]),
+        run_id,
+        "validation load, not a person",
+        lab.consent_authority(storage),
     )
     lag = (landed_at or time.time()) - load.last_sent
     detail = (

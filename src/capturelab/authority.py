@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -33,8 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from capturelab.errors import InputError
 
+log = logging.getLogger(__name__)
+
 # Where the collector role keeps (and the sim lab generates) the key on the controller:
-# collector_consent_authority_dir; the validation suites sign test records with it.
+# consent_authority_dir (roles/consent_authority); the validation suites sign test records with it.
 CONTROLLER_DIR = Path.home() / ".local/share/capturelab/consent"
 KEY_ID_HEX = 16
 SIGNATURE_BYTES = 64
@@ -111,13 +114,16 @@ class Trust:
         self.keys = dict(keys)
         self.source = source
 
+    def keys_text(self) -> str:
+        return ", ".join(sorted(self.keys))
+
     def verify(self, kind: str, body: Mapping[str, Any], signature: Signature, where: str) -> None:
         """Raise InputError naming ``where`` unless a trusted key signed exactly this document."""
         public = self.keys.get(signature.key)
         if public is None:
             raise InputError(
                 f"{where}: signed by key {signature.key}, which {self.source} does not trust "
-                f"(trusted: {', '.join(sorted(self.keys))})"
+                f"(trusted: {self.keys_text()})"
             )
         try:
             public.verify(signature.value, canonical(kind, body))
@@ -197,6 +203,37 @@ def load_trust(path: Path) -> Trust:
             raise InputError(f"{path}: public key {i + 1} is not an Ed25519 key")
         keys[key_id(public)] = public
     return Trust(keys, str(path))
+
+
+class TrustFile:
+    """A trust file read at start (an unreadable one is an error then) and re-read whenever it
+    changes, so a rotated key is trusted without a restart. A later unreadable version is
+    logged once and the keys read last stay in force: a broken edit never opens the door."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen = self._stamp()
+        self.trust = load_trust(path)
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def current(self) -> Trust:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return self.trust
+        self._seen = stamp
+        try:
+            self.trust = load_trust(self.path)
+        except InputError as exc:
+            log.error("%s; still trusting the keys read before: %s", exc, self.trust.keys_text())
+        else:
+            log.info("%s re-read: trusting %s", self.path, self.trust.keys_text())
+        return self.trust
 
 
 def _pem_blocks(data: bytes, path: Path) -> list[bytes]:

@@ -24,7 +24,7 @@ import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,7 @@ RECORD_FIELDS = (
 SIGNATURE_FIELDS = ("signature", "grant_signature")
 RECORD_KIND = "consent_record"
 GRANT_KIND = "consent_grant"
+ERASURE_KIND = "erasure_request"
 
 
 def record_fields(record: ConsentRecord) -> dict[str, Any]:
@@ -310,6 +311,11 @@ def parse_signed_record(
 def load_signed_record(path: Path, trust: Trust, secret: bytes) -> SignedRecord:
     """A signed consent file; every refusal names the file and the reason."""
     return parse_signed_record(read_yaml(path, "consent record"), trust, secret, where=str(path))
+
+
+def sign_grant(authority: Authority, pseudonym: bytes, grant: ConsentRecord) -> Signature:
+    """The authority's signature over a grant as the storage tier knows it (no participant id)."""
+    return authority.sign(GRANT_KIND, grant_body(pseudonym, grant))
 
 
 def verify_grant(
@@ -404,8 +410,6 @@ class ControlMessage:
             raise InputError("control.at must carry a time zone")
         if self.type is ControlType.CONSENT_GRANTED and self.grant is None:
             raise InputError("control.grant is required for consent_granted")
-        if self.signature is not None and self.grant is None:
-            raise InputError("control.signature signs a grant: control.grant is missing")
 
     @property
     def key(self) -> bytes:
@@ -462,3 +466,58 @@ class ControlMessage:
             grant,
             signature,
         )
+
+
+# --- Who may say what on the control topic ----------------------------------------------------
+
+CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of the storage node's clock a message may be
+
+
+def erasure_body(ctype: ControlType, pseudonym: bytes, at: datetime, reason: str) -> dict[str, Any]:
+    """What the authority signs for a revocation or erasure it requests (from the controller)."""
+    return {"type": ctype.value, "pseudonym": pseudonym.hex(), "at": at.isoformat(),
+            "reason": reason}  # fmt: skip
+
+
+def sign_erasure(
+    authority: Authority,
+    pseudonym: bytes,
+    collector_id: str,
+    at: datetime,
+    reason: str,
+    *,
+    ctype: ControlType = ControlType.ERASURE_REQUESTED,
+) -> ControlMessage:
+    """A revocation or erasure request signed by the consent authority (no grant needed)."""
+    if ctype is ControlType.CONSENT_GRANTED:
+        raise InputError("a grant is signed with the consent record (capturelab consent sign)")
+    signature = authority.sign(ERASURE_KIND, erasure_body(ctype, pseudonym, at, reason))
+    return ControlMessage(ctype, pseudonym, collector_id, at, reason, None, signature)
+
+
+def verify_control(message: ControlMessage, trust: Trust, now: datetime, where: str) -> None:
+    """The storage tier's check of a control message; InputError names ``where`` and why.
+
+    Invariants: a grant is accepted only with the authority's signature over it for this very
+    pseudonym. A revocation or erasure is accepted either signed by the authority itself
+    (``sign_erasure``), or carrying an authority-signed grant of this pseudonym whose window had
+    ended (revoked or expired) by the message's instant: a collector can end a consent the
+    authority ended, never one that is still live. Nothing is dated ahead of ``now`` by more
+    than ``CLOCK_SKEW``.
+    """
+    what = f"{where}: {message.type.value} from collector {message.collector_id!r}"
+    if message.at > now + CLOCK_SKEW:
+        raise InputError(f"{what} is dated {message.at.isoformat()}, ahead of this clock")
+    if message.signature is None:
+        raise InputError(f"{what} is unsigned (no signature from the consent authority)")
+    if message.grant is not None:  # always so for consent_granted (ControlMessage checks it)
+        verify_grant(message.pseudonym, message.grant, message.signature, trust, what)
+        end = message.grant.window_end()
+        if message.type is not ControlType.CONSENT_GRANTED and end > message.at:
+            raise InputError(
+                f"{what}: the signed grant is live until {end.isoformat()}, after the "
+                f"message's instant {message.at.isoformat()} (only the authority can end it)"
+            )
+        return
+    body = erasure_body(message.type, message.pseudonym, message.at, message.reason)
+    trust.verify(ERASURE_KIND, body, message.signature, f"{what}: erasure request")

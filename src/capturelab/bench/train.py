@@ -23,8 +23,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from capturelab import authority
 from capturelab.collector.synth import as_events, build_session
-from capturelab.consent import ConsentRecord, LawfulBasis, Scope
+from capturelab.consent import ConsentRecord, LawfulBasis, Scope, sign_grant
 from capturelab.dataset.build import BuildOptions, build
 from capturelab.dataset.example import Example, read_examples
 from capturelab.errors import InputError
@@ -100,8 +101,11 @@ def synthetic_examples(sessions: int = 6, seconds: float = 180) -> list[Example]
             datetime.fromtimestamp(t0 / 1e9 - 1, tz=UTC),
             datetime.fromtimestamp(t0 / 1e9 + (sessions + 1) * 3600, tz=UTC),
         )
-        grants.record(Layout(Path(tmp) / "store"), record)
-        built = build(Path(tmp) / "store", Path(tmp) / "out", BuildOptions(eval_fraction=0))
+        # A throwaway consent authority: the builder counts only grants it signed.
+        signer = authority.generate(Path(tmp) / "authority.key", Path(tmp) / "authority.pub")
+        grants.record(Layout(Path(tmp) / "store"), record, sign_grant(signer, pseudonym, record))
+        options = BuildOptions(eval_fraction=0, trust_file=Path(tmp) / "authority.pub")
+        built = build(Path(tmp) / "store", Path(tmp) / "out", options)
         return read_examples(built.path / "train.jsonl")
 
 

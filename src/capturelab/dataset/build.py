@@ -1,7 +1,8 @@
 """Build a redacted, consent-filtered dataset from the sink's store (on the storage node).
 
 For every pseudonym on the array: read and check its frames, rebuild its sessions, keep only
-events inside a grant the collector announced (window and scope, ``capturelab.consent``) and not
+events inside a grant the collector announced and the consent authority signed (window and
+scope, ``capturelab.consent``; a grant no trusted key verifies is refused and counted) and not
 erased on request, turn them into actions (redacting every text, ``capturelab.dataset.actions``),
 cut examples, split whole sessions into train and eval, and write a versioned directory::
 
@@ -22,11 +23,12 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from capturelab.authority import load_trust
 from capturelab.consent import ConsentRecord, Scope, Status, scope_for
 from capturelab.dataset import card as card_md
 from capturelab.dataset.actions import ActionBuilder, Findings
@@ -43,6 +45,9 @@ from capturelab.sink.layout import Layout
 _IMAGE_SUFFIX = {ImageFormat.PNG: ".png", ImageFormat.JPEG: ".jpg"}
 
 
+DEFAULT_TRUST = Path("/etc/capturelab/authority.pub")
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     history: int = 32  # actions of context in a prompt
@@ -52,6 +57,8 @@ class BuildOptions:
     session_gap_s: float = 600.0  # a pause this long starts a new session
     names: bool = False  # also redact person names (Presidio, the ``names`` extra)
     dictionaries: tuple[Path, ...] = ()
+    # The consent authority's public key(s): only grants it signed are consent (sink role's copy).
+    trust_file: Path = DEFAULT_TRUST
 
     def check(self) -> None:
         for name in ("history", "horizon", "min_history"):
@@ -75,6 +82,7 @@ class Tally:
     excluded: Counter[str] = field(default_factory=Counter)
     findings: Findings = field(default_factory=Findings)
     read: ReadStats = field(default_factory=ReadStats)
+    refused_grants: list[str] = field(default_factory=list)  # each names its file and reason
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class Built:
     path: Path
     card: dict[str, Any]
     reused: bool  # the same content was built before
+    refused_grants: tuple[str, ...] = ()  # grants no trusted key verifies (not in the card)
 
 
 class _Filter:
@@ -185,6 +194,7 @@ def build(store: Path, out: Path, options: BuildOptions | None = None) -> Built:
         raise InputError(
             f"{store}: no segments/ directory: not a capturelab store (the sink's mount)"
         )
+    trust = load_trust(opts.trust_file)  # before anything is read or written
     recognisers: list[Recogniser] = []
     if opts.names:
         from capturelab.names import person_recogniser  # noqa: PLC0415 - optional extra
@@ -200,7 +210,8 @@ def build(store: Path, out: Path, options: BuildOptions | None = None) -> Built:
         pseudonyms = sorted({h.pseudonym for h in layout.hour_files()})
         all_sessions: list[tuple[Session, _Filter]] = []
         for pseudonym in pseudonyms:
-            records = grants.load(layout, pseudonym)
+            records, refused = grants.load_verified(layout, pseudonym, trust)
+            tally.refused_grants.extend(refused)
             found = sessions(
                 layout,
                 pseudonym,
@@ -227,7 +238,8 @@ def build(store: Path, out: Path, options: BuildOptions | None = None) -> Built:
         files = writer.close()
         if not tally.examples["train"] + tally.examples["eval"]:
             raise InputError(_empty_message(tally))
-        return _publish(tmp, out, files, _card(tally, opts, files))
+        built = _publish(tmp, out, files, _card(tally, opts, files, trust.keys_text()))
+        return replace(built, refused_grants=tuple(tally.refused_grants))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -291,13 +303,16 @@ def dataset_id(files: dict[str, str]) -> str:
     return hashlib.sha256(f"{FORMAT}/{FORMAT_VERSION}\n{listing}".encode()).hexdigest()
 
 
-def _card(tally: Tally, opts: BuildOptions, files: dict[str, str]) -> dict[str, Any]:
+def _card(tally: Tally, opts: BuildOptions, files: dict[str, str], keys: str) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dataset_id": dataset_id(files),
         "built": datetime.now(UTC).isoformat(timespec="seconds"),
-        "options": {k: v for k, v in asdict(opts).items() if k != "dictionaries"},
+        "options": {
+            k: v for k, v in asdict(opts).items() if k not in ("dictionaries", "trust_file")
+        },
+        "consent_authority_keys": keys.split(", "),
         "counts": {
             "frames_read": tally.read.frames,
             "events_read": tally.read.events,
@@ -308,6 +323,7 @@ def _card(tally: Tally, opts: BuildOptions, files: dict[str, str]) -> dict[str, 
             "pseudonyms": tally.pseudonyms,
             "sessions": tally.sessions,
             "examples": tally.examples,
+            "grants_refused": len(tally.refused_grants),
         },
         "scopes": dict(sorted(tally.scopes.items())),
         "redaction_findings": dict(sorted(tally.findings.by_kind.items())),

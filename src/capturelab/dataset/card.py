@@ -32,6 +32,10 @@ def render(card: dict[str, Any]) -> str:
         f"events reduced to their class (no keys:text grant): "
         f"{counts['key_events_reduced_to_class']:,}.",
         "",
+        f"Consent: only grants signed by the consent authority count (trusted keys: "
+        f"{', '.join(card.get('consent_authority_keys', [])) or 'none recorded'}); grants "
+        f"refused: {counts.get('grants_refused', 0):,}.",
+        "",
     ]
     lines += _table("Events kept by scope", card["scopes"], "None.")
     lines += _table(

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from capturelab.dataset.build import BuildOptions, build, verify
+from capturelab.dataset.build import DEFAULT_TRUST, BuildOptions, build, verify
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -18,12 +18,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         session_gap_s=args.session_gap_s,
         names=args.names,
         dictionaries=tuple(args.dictionary),
+        trust_file=args.trust,
     )
     built = build(args.store, args.out, options)
     if args.json:
         print(
             json.dumps(
-                {"path": str(built.path), "reused": built.reused, "card": built.card}, indent=1
+                {
+                    "path": str(built.path),
+                    "reused": built.reused,
+                    "refused_grants": list(built.refused_grants),
+                    "card": built.card,
+                },
+                indent=1,
             )
         )
         return 0
@@ -34,6 +41,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{counts['examples']['eval']} eval examples; {counts['events_kept']} of "
         f"{counts['events_read']} events kept)"
     )
+    for why in built.refused_grants:
+        print(f"  refused grant: {why}")
     for why, n in built.card["excluded"].items():
         print(f"  excluded {n}: {why}")
     for kind, n in built.card["redaction_findings"].items():
@@ -62,6 +71,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--session-gap-s", type=float, default=BuildOptions.session_gap_s)
     b.add_argument("--names", action="store_true", help="also redact person names (names extra)")
     b.add_argument("--dictionary", type=Path, action="append", default=[], help="zstd dictionary")
+    b.add_argument(
+        "--trust",
+        type=Path,
+        default=DEFAULT_TRUST,
+        help="the consent authority's public key(s): only grants they verify count "
+        f"(default {DEFAULT_TRUST}, where the sink role puts them)",
+    )
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=cmd_build)
     v = dsub.add_parser("verify", help="check a dataset's files against its card")

@@ -53,6 +53,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("erased (discarded)", str(counters.get("erased", 0))),
         ("erasures / tombstones", f"{doc.get('erasures', 0)} / {doc.get('tombstones', 0)}"),
         (
+            "control messages refused",
+            f"{doc.get('refused_control_messages', 0)}"
+            + (
+                f" (last: {doc['last_refused_control_message']})"
+                if doc.get("last_refused_control_message")
+                else ""
+            ),
+        ),
+        (
             "control read up to",
             ", ".join(f"{p}:{o}" for p, o in doc.get("control_next", {}).items()) or "-",
         ),

@@ -16,6 +16,9 @@ from capturelab.yamlfile import read_yaml
 class SinkConfig:
     root: Path
     bootstrap_servers: str
+    # The consent authority's public key(s) (capturelab.authority): every control message must be
+    # signed by one of them (capturelab.consent.verify_control); re-read when it changes.
+    consent_authority_file: Path
     group_id: str = "capturelab-sink"
     client_id: str = "capturelab-sink"
     capture_topic: str = "capture.events"
@@ -54,12 +57,13 @@ def parse_config(data: Any, where: str) -> SinkConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    for name in ("root", "bootstrap_servers"):
+    for name in ("root", "bootstrap_servers", "consent_authority_file"):
         if not isinstance(data.get(name), str) or not data[name].strip():
             raise InputError(f"{where}: field {name} is required (a non-empty string)")
     kwargs: dict[str, Any] = {
         "root": Path(data["root"]),
         "bootstrap_servers": data["bootstrap_servers"],
+        "consent_authority_file": Path(data["consent_authority_file"]),
     }
     kwargs.update(
         string_fields(data, where, ("group_id", "client_id", "capture_topic", "control_topic"))
@@ -72,8 +76,9 @@ def parse_config(data: Any, where: str) -> SinkConfig:
             f"{where}: field direct_io must be one of {', '.join(DIRECT_IO_MODES)}, got {mode!r}"
         )
     kwargs["direct_io"] = mode
-    if not kwargs["root"].is_absolute():
-        raise InputError(f"{where}: field root must be an absolute path, got {data['root']!r}")
+    for name in ("root", "consent_authority_file"):
+        if not kwargs[name].is_absolute():
+            raise InputError(f"{where}: field {name} must be an absolute path, got {data[name]!r}")
     dicts = data.get("dictionaries", [])
     if not isinstance(dicts, list) or not all(
         isinstance(d, str) and d.startswith("/") for d in dicts

@@ -3,7 +3,9 @@
 Collectors announce each grant on the control topic (``consent_granted``: scopes, lawful basis,
 window, region; never the participant id). The sink keeps every distinct grant of a pseudonym
 in one file, rewritten atomically, so the dataset builder can apply the consent filter where
-the data is. An erasure removes the file together with the data; the tombstone stays.
+the data is. Each grant is kept with the consent authority's signature over it, and the builder
+verifies it again (``load_verified``): a grant written into the file by hand is not consent. An
+erasure removes the file together with the data; the tombstone stays.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from capturelab.consent import ConsentRecord, grant_fields, grant_record
+from capturelab.authority import Signature, Trust
+from capturelab.consent import ConsentRecord, grant_fields, grant_record, verify_grant
 from capturelab.durable import fsync_dir, write_atomic
 from capturelab.errors import InputError
 from capturelab.sink.layout import Layout, check_pseudonym
@@ -34,28 +37,58 @@ def _raw(path: Path) -> list[dict[str, Any]]:
     return list(data["grants"])
 
 
-def record(layout: Layout, grant: ConsentRecord) -> bool:
-    """Keep a grant (its participant_id is the pseudonym); False when it was already kept."""
+def record(layout: Layout, grant: ConsentRecord, signature: Signature) -> bool:
+    """Keep a grant (its participant_id is the pseudonym) with the authority's signature over
+    it; False when it was already kept."""
     path = _path(layout, grant.participant_id)
     grants = _raw(path)
-    fields = grant_fields(grant)
-    if fields in grants:
+    entry = {**grant_fields(grant), "signature": signature.encode()}
+    if entry in grants:
         return False
     layout.consent.mkdir(parents=True, exist_ok=True)
-    grants.append(fields)
-    grants.sort(key=lambda g: (str(g["granted"]), str(g["expires"])))
+    grants.append(entry)
+    grants.sort(key=lambda g: (str(g.get("granted")), str(g.get("expires"))))
     body = json.dumps({"pseudonym": grant.participant_id, "grants": grants}, indent=1)
     write_atomic(path, body.encode() + b"\n")
     return True
 
 
+def _entry(pseudonym: str, entry: Any, where: str) -> tuple[ConsentRecord, Signature | None]:
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected a mapping of grant fields")
+    fields = {k: v for k, v in entry.items() if k != "signature"}
+    signature = None
+    if "signature" in entry:
+        signature = Signature.decode(entry["signature"], f"{where}.signature")
+    return grant_record(pseudonym, fields, where), signature
+
+
 def load(layout: Layout, pseudonym: str) -> list[ConsentRecord]:
-    """Every grant kept for a pseudonym; a damaged file names itself and the grant."""
+    """Every grant kept for a pseudonym, unverified; a damaged file names itself and the grant."""
     path = _path(layout, pseudonym)
     return [
-        grant_record(pseudonym, fields, f"{path} grants[{i}]")
-        for i, fields in enumerate(_raw(path))
+        _entry(pseudonym, entry, f"{path} grants[{i}]")[0] for i, entry in enumerate(_raw(path))
     ]
+
+
+def load_verified(
+    layout: Layout, pseudonym: str, trust: Trust
+) -> tuple[list[ConsentRecord], list[str]]:
+    """The grants the authority signed for this pseudonym, and why each other one is refused
+    (unsigned, altered, another pseudonym's, an untrusted key: each names the file and grant)."""
+    path = _path(layout, pseudonym)
+    kept: list[ConsentRecord] = []
+    refused: list[str] = []
+    for i, entry in enumerate(_raw(path)):
+        where = f"{path} grants[{i}]"
+        try:
+            grant, signature = _entry(pseudonym, entry, where)
+            verify_grant(bytes.fromhex(pseudonym), grant, signature, trust, where)
+        except InputError as exc:
+            refused.append(str(exc))
+        else:
+            kept.append(grant)
+    return kept, refused
 
 
 def forget(layout: Layout, pseudonym: str) -> bool:

@@ -23,7 +23,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from capturelab.consent import ControlMessage, ControlType
+from capturelab.authority import TrustFile
+from capturelab.consent import ControlMessage, ControlType, verify_control
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import load_dictionary
@@ -94,6 +95,10 @@ class Status:
     last_commit: str = ""
     control_messages: int = 0
     bad_control_messages: int = 0
+    # Signed by no trusted key, or claiming what its signer cannot (consent.verify_control):
+    # ignored, counted, logged; nothing is stored or deleted for them.
+    refused_control_messages: int = 0
+    last_refused: str = ""
     erasures: int = 0
     grants: int = 0  # consent grants kept (capturelab.sink.grants)
 
@@ -108,6 +113,7 @@ class SinkService:
     ) -> None:
         self.config = config
         self.clock = clock
+        self.trust = TrustFile(config.consent_authority_file)  # an unreadable one: InputError
         self.layout = Layout(config.root)
         self.layout.create()
         self.tombstones = Tombstones(self.layout)
@@ -225,10 +231,23 @@ class SinkService:
                 msg.value() or b"", f"{msg.topic()}-{msg.partition()}-{msg.offset()}", str(exc)
             )
             return
-        if control.grant is not None and control.type is ControlType.CONSENT_GRANTED:
+        where = f"{msg.topic()}-{msg.partition()}@{msg.offset()}"
+        try:
+            verify_control(control, self.trust.current(), self.clock(), where)
+        except InputError as exc:
+            self.status.refused_control_messages += 1
+            self.status.last_refused = str(exc)
+            log.warning("control message refused, nothing stored or erased: %s", exc)
+            return
+        signature = control.signature
+        if (
+            control.grant is not None
+            and signature is not None
+            and control.type is ControlType.CONSENT_GRANTED
+        ):
             stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
             if stone is None or control.grant.granted > stone.at:
-                grants.record(self.layout, control.grant)  # fsynced before the commit
+                grants.record(self.layout, control.grant, signature)  # fsynced before the commit
                 self.status.grants += 1
             return
         stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
@@ -372,6 +391,8 @@ class SinkService:
             "control_partitions": self.control.partitions,
             "control_next": {str(p): o for p, o in sorted(self.control.next.items())},
             "bad_control_messages": self.status.bad_control_messages,
+            "refused_control_messages": self.status.refused_control_messages,
+            "last_refused_control_message": self.status.last_refused,
             "erasures": self.status.erasures,
             "tombstones": len(self.tombstones.by_pseudonym),
         }

@@ -21,8 +21,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from capturelab.authority import Authority
 from capturelab.bench.gateway import events_per_frame, synthetic_events
-from capturelab.consent import ControlMessage, ControlType
+from capturelab.consent import sign_erasure
 from capturelab.errors import CapturelabError, InputError
 from capturelab.schema import Batch, encode_batch, pseudonymize
 from capturelab.transport import producer_config
@@ -136,12 +137,13 @@ def offer(
     )
 
 
-def request_erasure(bootstrap: str, control_topic: str, run_id: str, reason: str) -> None:
-    """Ask the sink (over the control topic, as a collector would) to erase the load's data."""
+def request_erasure(
+    bootstrap: str, control_topic: str, run_id: str, reason: str, signer: Authority
+) -> None:
+    """Ask the sink (over the control topic) to erase the load's data: an erasure signed by the
+    consent authority (the sink refuses unsigned ones), sent with the load's collector id."""
     collector_id, pseudonym = load_identity(run_id)
-    msg = ControlMessage(
-        ControlType.ERASURE_REQUESTED, pseudonym, collector_id, datetime.now(UTC), reason
-    )
+    msg = sign_erasure(signer, pseudonym, collector_id, datetime.now(UTC), reason)
     producer = Producer(producer_config(bootstrap, collector_id))
     producer.produce(control_topic, value=msg.encode(), key=msg.key)
     if producer.flush(30):

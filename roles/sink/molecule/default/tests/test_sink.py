@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from capturelab import authority
+from capturelab.consent import ControlMessage, ControlType, sign_erasure
+from capturelab.schema import pseudonymize
 
 VENV = "/opt/capturelab/venv"
 CONFIG = "/etc/capturelab/sink.yml"
@@ -32,13 +39,33 @@ if mode == "batches":
                 for i in range(25)
             )
             p.produce("capture.events", key=cid, value=encode_batch(Batch(cid, pseud, events)))
-else:
-    msg = ControlMessage(ControlType.CONSENT_REVOKED, pseudonymize(secret, "bob"), "c2",
-                         datetime.now(UTC), "verify")
-    p.produce("capture.control", key=msg.key, value=msg.encode())
+else:  # a control message made on the controller (hex): the node never holds the authority key
+    value = bytes.fromhex(mode)
+    p.produce("capture.control", key=json.loads(value)["pseudonym"].encode(), value=value)
 assert p.flush(60) == 0
 print(pseudonymize(secret, "bob").hex())
 """
+
+
+SECRET = b"molecule-lab-secret-0123456789"
+BOB = pseudonymize(SECRET, "bob")
+
+
+def _erasure(signed: bool) -> str:
+    """bob's erasure: signed on the controller by the scenario's authority, or forged (unsigned)."""
+    now = datetime.now(UTC)
+    if not signed:
+        return (
+            ControlMessage(ControlType.ERASURE_REQUESTED, BOB, "c2", now, "forged").encode().hex()
+        )
+    key = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "consent" / "authority.key"
+    return sign_erasure(authority.load_authority(key), BOB, "c2", now, "verify").encode().hex()
+
+
+def _status(host) -> dict:
+    return json.loads(
+        host.check_output(f"{VENV}/bin/capturelab sink status --config {CONFIG} --json")
+    )
 
 
 def _bootstrap(host) -> str:
@@ -101,6 +128,15 @@ def test_config_uses_tls_and_scram(host):
     assert host.file("/etc/capturelab/sink.password").mode == 0o640
 
 
+def test_the_trust_file_is_deployed_and_named_in_the_config(host):
+    trust = host.file("/etc/capturelab/authority.pub")
+    assert trust.exists and trust.user == "root" and trust.mode == 0o644
+    assert "BEGIN PUBLIC KEY" in trust.content_string  # the public half only
+    assert (
+        "consent_authority_file: /etc/capturelab/authority.pub" in host.file(CONFIG).content_string
+    )
+
+
 def test_batches_land_exactly_once_then_erasure_leaves_nothing(host):
     _produce(host, "batches")
     doc = _wait(lambda: (a := _audit(host))["events"] == 1000 and a, "1000 events on disk")
@@ -109,19 +145,25 @@ def test_batches_land_exactly_once_then_erasure_leaves_nothing(host):
         and doc["collectors"]["c1"]["gaps"] == []
         and doc["collectors"]["c2"]["duplicates"] == 0
     )
-    status = json.loads(
-        host.check_output(f"{VENV}/bin/capturelab sink status --config {CONFIG} --json")
-    )
+    status = _status(host)
     assert status["state"] == "running" and status["counters"]["quarantined"] == 0
     # auto: O_DIRECT where the volume takes it (the probe below is the store's own)
     probe = host.run(
         f"{VENV}/bin/python -c 'import pathlib, sys; from capturelab.sink.appender import "
-        "direct_io_supported as d; sys.exit(0 if d(pathlib.Path(\"/srv/capture/state\")) else 3)'"
+        'direct_io_supported as d; sys.exit(0 if d(pathlib.Path("/srv/capture/state")) else 3)\''
     )
     assert probe.rc in (0, 3), probe.stderr
     assert status["write_mode"] == ("direct" if probe.rc == 0 else "buffered")
     assert 'direct_io: "auto"' in host.file(CONFIG).content_string
-    bob = _produce(host, "erase")
+    _produce(host, _erasure(signed=False))
+    refused = _wait(lambda: (st := _status(host))["refused_control_messages"] == 1 and st,
+                    "the forged erasure refused")  # fmt: skip
+    assert "unsigned" in refused["last_refused_control_message"]
+    assert (
+        _audit(host)["events"] == 1000
+        and not host.file(f"/srv/capture/tombstones/{BOB.hex()}.json").exists
+    )
+    bob = _produce(host, _erasure(signed=True))
     _wait(lambda: host.file(f"/srv/capture/tombstones/{bob}.json").exists, "the tombstone")
     after = _wait(lambda: (a := _audit(host))["events"] == 500 and a, "bob's 500 events erased")
     assert list(after["collectors"]) == ["c1"]
