@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -268,3 +270,42 @@ def test_a_trust_file_is_re_read_when_it_changes_and_a_broken_edit_keeps_the_old
     assert watched.current() is kept  # a vanished file does not empty the trust either
     with pytest.raises(InputError, match="cannot read the consent authority trust file"):
         authority.TrustFile(tmp_path / "trust.pub")  # but at start it is an error
+
+
+def _ensure_in_a_process(folder: str, start: Any, out: Any) -> None:
+    start.wait(30)  # every process asks at the same instant
+    key, created = authority.ensure(Path(folder) / "authority.key", Path(folder) / "authority.pub")
+    out.put((key.key_id, created))
+
+
+def test_two_provisioning_runs_racing_for_a_throwaway_key_agree_on_one(tmp_path: Path):
+    """The sim lab's tiers provision side by side: each may be the first to ensure the key."""
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_ensure_in_a_process, args=(str(tmp_path), start, out))
+             for _ in range(8)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert len({key for key, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert (tmp_path / "authority.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "authority.pub").stat().st_mode & 0o777 == 0o644
+    trust = authority.load_trust(tmp_path / "authority.pub")
+    assert list(trust.keys) == [results[0][0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["authority.key", "authority.pub"]
+
+
+def test_ensure_refuses_a_trust_file_of_another_key(tmp_path: Path, capsys):
+    authority.generate(tmp_path / "a.key", tmp_path / "a.pub")
+    authority.generate(tmp_path / "b.key", tmp_path / "b.pub")
+    with pytest.raises(InputError, match=r"a\.pub does not hold the public key of .*b\.key"):
+        authority.ensure(tmp_path / "b.key", tmp_path / "a.pub")
+    args = ["keygen", "--key", str(tmp_path / "a.key"), "--public", str(tmp_path / "a.pub")]
+    assert _cli(tmp_path, *args) == 2  # without --exist-ok an existing key is an error
+    assert "is never overwritten" in capsys.readouterr().err
+    assert _cli(tmp_path, *args, "--exist-ok") == 0
+    assert " exists: private " in capsys.readouterr().out

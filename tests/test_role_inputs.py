@@ -195,10 +195,12 @@ def _authority(tmp_path: Path, tool_env: dict[str, str], tasks: str, **extra: ob
 
 def test_consent_authority_generated_then_found_again(tmp_path: Path, tool_env: dict[str, str]):
     """A throwaway lab generates the key once; the second run finds both files and passes."""
-    for _ in range(2):
+    for run in range(2):
         for tasks in ("controller.yml", "key.yml"):
             res = _authority(tmp_path, tool_env, tasks, consent_authority_generate=True)
             assert res.returncode == 0, res.stdout[-3000:]
+            if tasks == "controller.yml":  # created once, then kept (idempotent)
+                assert f"changed={1 - run} " in res.stdout, res.stdout[-3000:]
     assert (tmp_path / "consent" / "authority.key").stat().st_mode & 0o077 == 0
 
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import stat
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,22 +143,67 @@ def generate(private_path: Path, public_path: Path) -> Authority:
     for path in (private_path, public_path):
         if path.exists():
             raise InputError(f"{path} exists: a consent authority key is never overwritten")
+    try:
+        authority = _create_private(private_path)
+    except FileExistsError:
+        raise InputError(
+            f"{private_path} exists: a consent authority key is never overwritten"
+        ) from None
+    _write_public(public_path, authority)
+    return authority
+
+
+def ensure(private_path: Path, public_path: Path) -> tuple[Authority, bool]:
+    """The key pair, created when the private key is absent (True) or loaded (False).
+
+    Safe when two provisioning runs race: the private key appears whole or not at all (written
+    aside, then hard-linked into place, which fails if it exists), so exactly one key wins and
+    the loser loads it. A missing trust file is written from the key; an existing one must hold
+    the key (it may hold more while a key is rotated) and is never rewritten.
+    """
+    try:
+        authority, created = _create_private(private_path), True
+    except FileExistsError:
+        authority, created = load_authority(private_path), False
+    if not public_path.exists():
+        _write_public(public_path, authority)
+    elif authority.key_id not in load_trust(public_path).keys:
+        raise InputError(
+            f"{public_path} does not hold the public key of {private_path} (key "
+            f"{authority.key_id}): the trust file belongs to another key"
+        )
+    return authority, created
+
+
+def _create_private(path: Path) -> Authority:
+    """Write a new private key atomically; FileExistsError when one is there already."""
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+        path.hardlink_to(tmp)  # atomic, and never replaces an existing key
+    finally:
+        tmp.unlink()
+    return Authority(private, str(path))
+
+
+def _write_public(path: Path, authority: Authority) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-        out.flush()
-        os.fsync(out.fileno())
-    authority = Authority(private, str(private_path))
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.write_bytes(authority.public_pem())
-    return authority
+        out.write(authority.public_pem())
+    Path(name).chmod(0o644)
+    Path(name).replace(path)
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -67,8 +67,14 @@ def _write(document: dict[str, object], out: str, mode: int = 0o640) -> None:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    key = authority.generate(Path(args.key), Path(args.public))
-    print(f"consent authority key {key.key_id}: private {args.key} (0600), public {args.public}")
+    if args.exist_ok:
+        key, created = authority.ensure(Path(args.key), Path(args.public))
+    else:
+        key, created = authority.generate(Path(args.key), Path(args.public)), True
+    state = "created" if created else "exists"
+    print(
+        f"consent authority key {key.key_id} {state}: private {args.key} (0600), public {args.public}"
+    )
     return 0
 
 
@@ -144,6 +150,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keygen = csub.add_parser("keygen", help="a new Ed25519 authority key (never overwrites)")
     keygen.add_argument("--key", required=True, help="the private key file to create (0600)")
     keygen.add_argument("--public", required=True, help="the public key file (a trust file)")
+    keygen.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="keep an existing key (throwaway labs: two provisioning runs may race for it); "
+        "a trust file that lacks the key is still an error",
+    )
     keygen.set_defaults(handler=cmd_keygen)
 
     pseudonym_help = "the lab secret file (pseudonyms: the grant signature covers the pseudonym)"
