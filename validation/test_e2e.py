@@ -477,11 +477,20 @@ def _refuses_altered(lab: Lab, node: str, original: str) -> Result:
     digit = next(i for i in range(len(expires) - 1, 0, -1) if expires[i].isdigit())
     changed = expires[:digit] + str((int(expires[digit]) + 1) % 10) + expires[digit + 1 :]
     _write_consent(lab, node, original.replace(expires, changed).rstrip("\n"))
-    state = _wait(
-        f"{node} to refuse the altered record",
-        lambda: (st := _status(lab, node))["state"] == "refused" and st,
-        30,
-    )
+    # The daemon is already refusing (the revoked record just before): wait for it to refuse
+    # *this* record, by its reason, or the check would read the revocation's refusal.
+    try:
+        state = _wait(
+            f"{node} to refuse the altered record",
+            lambda: (
+                (st := _status(lab, node))["state"] == "refused"
+                and "signature does not match" in st["reason"]
+                and st
+            ),
+            30,
+        )
+    except HostEnvironmentError:
+        state = _status(lab, node)  # the result fails below, with the reason the daemon gives
     after = lab.run(
         node, "systemctl show -p MainPID --value capturelab-collector", 30
     ).stdout.strip()
