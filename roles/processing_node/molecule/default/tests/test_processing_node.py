@@ -13,15 +13,17 @@ BUILD = r"""
 import hashlib, sys
 from datetime import UTC, datetime
 from pathlib import Path
+from capturelab import authority
 from capturelab.collector.synth import as_events, build_session
-from capturelab.consent import ConsentRecord, LawfulBasis, Scope
+from capturelab.consent import ConsentRecord, LawfulBasis, Scope, sign_grant
 from capturelab.dataset.build import BuildOptions, build
 from capturelab.schema import Batch, encode_batch
 from capturelab.sink import grants
 from capturelab.sink.layout import Layout
 from capturelab.sink.store import SegmentStore
 
-store = Path("/tmp/verify-store")
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+store = work / "store"
 who = hashlib.sha256(b"verify").digest()
 t0 = 1_795_000_000 * 10**9
 seg = SegmentStore(store)
@@ -33,9 +35,13 @@ for i in range(4):
         seg.put(encode_batch(Batch("c1", who, tuple(events[j:j + 300]))), "verify")
 seg.flush()
 scopes = frozenset({Scope.KEYS_TEXT, Scope.MOUSE, Scope.CONTEXT})
-grants.record(Layout(store), ConsentRecord(who.hex(), scopes, LawfulBasis.CONSENT,
-              datetime(2026, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)))
-print(build(store, Path(sys.argv[1]), BuildOptions(eval_fraction=0.3)).path)
+grant = ConsentRecord(who.hex(), scopes, LawfulBasis.CONSENT,
+                      datetime(2026, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
+# A throwaway consent authority: the builder keeps only the grants that it signed.
+signer = authority.generate(work / "authority.key", work / "authority.pub")
+grants.record(Layout(store), grant, sign_grant(signer, who, grant))
+options = BuildOptions(eval_fraction=0.3, trust_file=work / "authority.pub")
+print(build(store, out, options).path)
 """
 
 
@@ -66,8 +72,9 @@ def test_the_training_stack_is_pinned_and_offline(host):
 
 def test_a_short_lora_run_on_the_cpu(host):
     host.check_output(f"cat > /tmp/build.py <<'PY'\n{BUILD}\nPY")
+    host.check_output("install -d -o capturelab-train -m 0700 /tmp/verify")
     dataset = host.check_output(
-        f"runuser -u capturelab-train -- {VENV}/bin/python /tmp/build.py {DATASETS}"
+        f"runuser -u capturelab-train -- {VENV}/bin/python /tmp/build.py /tmp/verify {DATASETS}"
     ).strip().splitlines()[-1]
     run = host.run(
         "runuser -u capturelab-train -- env $(grep -v '^#' /etc/capturelab/train.env | xargs) "
