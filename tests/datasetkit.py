@@ -74,6 +74,8 @@ def grant(
     scopes: Iterable[Scope],
     granted: str = "2026-01-01T00:00:00+00:00",
     expires: str = "2027-01-01T00:00:00+00:00",
+    *,
+    region: str = "us",
 ) -> None:
     record = ConsentRecord(
         pseudonym.hex(),
@@ -81,7 +83,7 @@ def grant(
         LawfulBasis.CONSENT,
         datetime.fromisoformat(granted),
         datetime.fromisoformat(expires),
-        region="us",
+        region=region,
     )
     grants.record(Layout(root), record, sign_grant(AUTHORITY, pseudonym, record))
 

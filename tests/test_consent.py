@@ -15,11 +15,13 @@ from capturelab.consent import (
     ControlMessage,
     ControlType,
     LawfulBasis,
+    RegionPolicy,
     Scope,
     Status,
     decide,
     load_record,
     parse_record,
+    parse_region_policy,
     permits,
     region_allowed,
     scope_for,
@@ -132,6 +134,19 @@ def test_excluded_regions():
     assert region_allowed("eu", ["eu"], "consent")[0]
     with pytest.raises(InputError, match="lawful basis 'vibes'"):
         region_allowed("eu", ["eu"], "vibes")
+
+
+def test_a_region_policy_judges_the_record_then_the_host():
+    policy = parse_region_policy({"region": "CA", "excluded_regions": ["EU", "ca"]}, "cfg")
+    assert policy == RegionPolicy("ca", ("eu", "ca"), "")
+    assert policy.refusal("eu").startswith("the record's region: region eu is excluded")
+    assert policy.refusal("us").startswith("this host: region ca is excluded")
+    assert policy.host_refusal().startswith("this host: region ca is excluded")
+    assert RegionPolicy("ca", ("eu", "ca"), "consent").refusal("eu") == ""
+    assert RegionPolicy().refusal("us") == "" and RegionPolicy().refusal("EU") != ""
+    assert parse_region_policy({}, "cfg") == RegionPolicy()  # eu is excluded by default
+    with pytest.raises(InputError, match="cfg: field excluded_regions must be a list"):
+        parse_region_policy({"excluded_regions": "eu"}, "cfg")
 
 
 def test_control_message_round_trip_and_errors():

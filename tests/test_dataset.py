@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from datasetkit import HOUR_NS, T0, edge_events, grant, land, options, raw_events
+from datasetkit import HOUR_NS, T0, TRUST, edge_events, grant, land, options, raw_events
 
+from capturelab.cli import main
 from capturelab.collector.synth import build_session
 from capturelab.consent import Scope
 from capturelab.dataset.build import BuildOptions, build, verify
@@ -207,3 +208,39 @@ def test_a_missing_trust_file_is_named_before_anything_is_written(tmp_path: Path
     with pytest.raises(InputError, match=r"nowhere\.pub: cannot read the consent authority"):
         build(store, tmp_path / "out", BuildOptions(trust_file=missing))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_grant_in_an_excluded_region_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    land(store, "c1", P1, raw_events(build_session(5, 120, canaries=False)))
+    land(store, "c2", P2, raw_events(build_session(6, 120, canaries=False)))
+    grant(store, P1, ALL, region="eu")
+    grant(store, P2, ALL)
+    built = build(store, tmp_path / "out", options(eval_fraction=0))
+    assert built.card["counts"]["pseudonyms"] == 1 and built.card["counts"]["grants_refused"] == 1
+    (reason,) = built.refused_grants
+    assert P1.hex() in reason and "the record's region: region eu is excluded (GDPR)" in reason
+    card = json.loads((built.path / "card.json").read_text())
+    assert card["options"]["excluded_regions"] == ["eu"]
+    declared = build(
+        store, tmp_path / "out2", options(eval_fraction=0, lawful_basis_override="consent")
+    )
+    assert declared.card["counts"]["pseudonyms"] == 2 and not declared.refused_grants
+
+
+def test_a_build_in_an_excluded_region_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    land(store, "c1", P1, raw_events(build_session(5, 120, canaries=False)))
+    grant(store, P1, ALL)
+    with pytest.raises(InputError, match="dataset option region 'eu': this host: region eu is"):
+        build(store, tmp_path / "out", options(region="eu"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="lawful_basis_override 'because' is not one of"):
+        build(store, tmp_path / "out", options(region="eu", lawful_basis_override="because"))
+    argv = ["dataset", "build", "--store", str(store), "--out", str(tmp_path / "out"),
+            "--trust", str(TRUST), "--region", "CA", "--excluded-regions", "ca,eu"]  # fmt: skip
+    assert main(argv) == 2
+    assert "dataset option region 'ca': this host: region ca is excluded" in capsys.readouterr().err
+    assert main([*argv, "--lawful-basis-override", "public_task", "--eval-fraction", "0"]) == 0

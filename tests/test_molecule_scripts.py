@@ -30,7 +30,10 @@ def test_the_processing_node_build_script_builds_a_dataset(tmp_path: Path) -> No
     (tmp_path / "work").mkdir()
     out = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "work"), str(tmp_path / "datasets")],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     dataset = Path(out.stdout.strip().splitlines()[-1])

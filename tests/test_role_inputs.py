@@ -163,6 +163,7 @@ COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_r
         ({"collector_id": "Pi 5"}, "collector_id Pi 5 must be 1-32"),
         ({"collector_participant_id": "p-9"}, "has no record with that participant_id"),
         ({"collector_spool_dir": "spool"}, "collector_spool_dir must be an absolute path"),
+        ({"collector_gateway_group": "brokers"}, "collector_bootstrap_servers is empty"),
     ],
 )
 def test_collector_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
@@ -178,6 +179,38 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
              "collector_participant_id": "p-1",
              "collector_consent_records": [{"participant_id": "p-1", "lawful_basis": "consent"}]}  # fmt: skip
     res = _run(tmp_path, tool_env, "collector", ["pi5-1"], extra)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"sink_root": "srv/capture"}, "sink_root srv/capture must be an absolute path"),
+        ({"sink_gateway_group": "brokers"}, "sink_bootstrap_servers is empty: the group brokers"),
+        ({"sink_security_enabled": True}, "sink_security_enabled needs sink_kafka_password"),
+        ({"sink_retention_days": 0}, "sink_retention_days must be >= 1, got 0"),
+        ({"sink_region": "EU"}, "is in region EU, which is in sink_excluded_regions"),
+        (
+            {
+                "sink_region": "ca",
+                "sink_excluded_regions": ["CA"],
+                "sink_lawful_basis_override": "x",
+            },
+            "sink_excluded_regions ['CA']",
+        ),
+    ],
+)
+def test_sink_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
+    res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_sink_excluded_region_with_a_declared_basis_passes(
+    tmp_path: Path, tool_env: dict[str, str]
+):
+    extra = {"sink_region": "eu", "sink_lawful_basis_override": "legal_obligation"}
+    res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra)
     assert res.returncode == 0, res.stdout[-3000:]
 
 

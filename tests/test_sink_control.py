@@ -65,7 +65,11 @@ class FakeControl(FakeConsumer):
         pass
 
 
-def _service(tmp_path: Path) -> tuple[SinkService, FakeConsumer, FakeControl]:
+def _service(
+    tmp_path: Path, root: Path | None = None, **config: Any
+) -> tuple[SinkService, FakeConsumer, FakeControl]:
+    """A service over ``root`` (default ``tmp_path``) with stand-in consumers; ``config``: more
+    SinkConfig fields."""
     made: list[Any] = []
 
     def factory(conf: dict[str, Any]) -> Any:
@@ -74,13 +78,14 @@ def _service(tmp_path: Path) -> tuple[SinkService, FakeConsumer, FakeControl]:
         )
         return made[-1]
 
-    config = SinkConfig(
-        root=tmp_path,
+    sink_config = SinkConfig(
+        root=root or tmp_path,
         bootstrap_servers="127.0.0.1:9",
         consent_authority_file=trust_file(tmp_path / "keys"),
         min_free_bytes=0,
+        **config,
     )
-    service = SinkService(config, consumer_factory=factory)
+    service = SinkService(sink_config, consumer_factory=factory)
     service.control.start()
     return service, made[0], made[1]
 

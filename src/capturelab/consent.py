@@ -349,8 +349,77 @@ def region_allowed(
         )
     return (
         False,
-        f"region {region} is excluded (GDPR): declare a lawful basis for this host to capture",
+        f"region {region} is excluded (GDPR): declare a lawful basis for this host (lawful_basis_override)",
     )
+
+
+DEFAULT_EXCLUDED_REGIONS = ("eu",)
+REGION_FIELDS = ("region", "excluded_regions", "lawful_basis_override")
+
+
+@dataclass(frozen=True)
+class RegionPolicy:
+    """Where a tier refuses to capture, store or build: a record whose region is excluded, or a
+    host in an excluded region, unless a lawful basis is declared for the host. The daemon, the
+    sink and the dataset builder each hold one (``collector.yml``, ``sink.yml``, ``--region``)."""
+
+    region: str = ""  # this host's region
+    excluded_regions: tuple[str, ...] = DEFAULT_EXCLUDED_REGIONS
+    lawful_basis_override: str = ""
+
+    def refusal(self, record_region: str) -> str:
+        """Why this region policy refuses a record of ``record_region`` ('' when it does not):
+        the record's region is judged first, then the host's."""
+        override = self.lawful_basis_override or None
+        for whose, region in (("the record's region", record_region), ("this host", self.region)):
+            allowed, reason = region_allowed(region, self.excluded_regions, override)
+            if not allowed:
+                return f"{whose}: {reason}"
+        return ""
+
+    def host_refusal(self) -> str:
+        """Why this host may not hold anything at all ('' when its region is allowed)."""
+        allowed, reason = region_allowed(
+            self.region, self.excluded_regions, self.lawful_basis_override or None
+        )
+        return "" if allowed else f"this host: {reason}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegionFields:
+    """The region fields a tier's configuration carries (collector and sink config, the dataset
+    builder's options): inherit them, read them with ``parse_region_policy``."""
+
+    region: str = ""  # this host's region
+    excluded_regions: tuple[str, ...] = DEFAULT_EXCLUDED_REGIONS
+    lawful_basis_override: str = ""
+
+    @property
+    def regions(self) -> RegionPolicy:
+        return RegionPolicy(self.region, self.excluded_regions, self.lawful_basis_override)
+
+
+def parse_region_policy(data: Mapping[str, Any], where: str) -> RegionPolicy:
+    """The ``region``, ``excluded_regions`` and ``lawful_basis_override`` fields of a config
+    mapping (each optional); a bad one raises InputError naming ``where`` and the field."""
+    out: dict[str, Any] = {}
+    for name in ("region", "lawful_basis_override"):
+        value = data.get(name, "")
+        if not isinstance(value, str):
+            raise InputError(f"{where}: field {name} must be a string")
+        out[name] = value.strip().lower()
+    if out["lawful_basis_override"] and out["lawful_basis_override"] not in set(LawfulBasis):
+        raise InputError(
+            f"{where}: field lawful_basis_override {out['lawful_basis_override']!r} is not one "
+            f"of {', '.join(LawfulBasis)}"
+        )
+    excluded = data.get("excluded_regions", list(DEFAULT_EXCLUDED_REGIONS))
+    if not isinstance(excluded, list) or not all(
+        isinstance(r, str) and r.strip() for r in excluded
+    ):
+        raise InputError(f"{where}: field excluded_regions must be a list of region names")
+    out["excluded_regions"] = tuple(r.strip().lower() for r in excluded)
+    return RegionPolicy(**out)
 
 
 # --- The control topic ------------------------------------------------------------------------

@@ -7,14 +7,14 @@ their own (deployed by the role, readable only by the service), named here by pa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from capturelab.collector import keymap
 from capturelab.collector.edge import DEFAULT_PAUSE_CHORD, DEFAULT_SECRET_PROMPTS
 from capturelab.collector.screenshot import TOOLS
-from capturelab.consent import LawfulBasis
+from capturelab.consent import RegionFields, parse_region_policy
 from capturelab.errors import InputError
 from capturelab.fields import int_fields, positive_numbers, string_fields
 from capturelab.schema import validate_collector_id
@@ -25,7 +25,11 @@ CONTEXT_SOURCES = ("none", "x11", "sway", "inject")
 
 
 @dataclass(frozen=True)
-class CollectorConfig:
+class CollectorConfig(RegionFields):
+    """The daemon's settings. Its regions (``RegionFields``): capture is refused for a record's
+    region or this host's that is excluded, unless a lawful basis is declared for the host,
+    checked at run time, not only by the role."""
+
     collector_id: str
     consent_file: Path
     # The consent authority's public key(s): a record it did not sign captures nothing.
@@ -67,11 +71,6 @@ class CollectorConfig:
     status_interval_s: float = 1.0
     message_timeout_ms: int = 300_000
     security: Security | None = field(default=None, repr=False)
-    # Regions where capture is refused (the record's region and this host's), unless a lawful
-    # basis is declared for the host: checked at run time, not only by the role.
-    region: str = ""
-    excluded_regions: tuple[str, ...] = ("eu",)
-    lawful_basis_override: str = ""
 
     @property
     def status_path(self) -> Path:
@@ -213,22 +212,7 @@ def _policy(data: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _regions(data: dict[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in ("region", "lawful_basis_override"):
-        value = data.get(name, "")
-        if not isinstance(value, str):
-            raise InputError(f"{where}: field {name} must be a string")
-        out[name] = value.strip().lower()
-    if out["lawful_basis_override"] and out["lawful_basis_override"] not in set(LawfulBasis):
-        raise InputError(
-            f"{where}: field lawful_basis_override {out['lawful_basis_override']!r} is not one "
-            f"of {', '.join(LawfulBasis)}"
-        )
-    excluded = data.get("excluded_regions", ["eu"])
-    if not isinstance(excluded, list) or not all(isinstance(r, str) and r for r in excluded):
-        raise InputError(f"{where}: field excluded_regions must be a list of region names")
-    out["excluded_regions"] = tuple(r.strip().lower() for r in excluded)
-    return out
+    return asdict(parse_region_policy(data, where))
 
 
 def _devices(data: dict[str, Any], where: str) -> dict[str, Any]:

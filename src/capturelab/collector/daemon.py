@@ -57,7 +57,6 @@ from capturelab.consent import (
     decide,
     grant_fields,
     load_signed_record,
-    region_allowed,
 )
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
@@ -183,13 +182,8 @@ class Collector:
 
     def _region_refusal(self, record: ConsentRecord) -> str:
         """Why an excluded region forbids capture ('' when neither region is excluded)."""
-        cfg = self.config
-        override = cfg.lawful_basis_override or None
-        for whose, region in (("the record's region", record.region), ("this host", cfg.region)):
-            allowed, reason = region_allowed(region, cfg.excluded_regions, override)
-            if not allowed:
-                return f"{whose}: {reason}: nothing is captured"
-        return ""
+        refusal = self.config.regions.refusal(record.region)
+        return f"{refusal}: nothing is captured" if refusal else ""
 
     def check_consent(self) -> None:
         self._load_consent()

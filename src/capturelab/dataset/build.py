@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from capturelab.authority import load_trust
-from capturelab.consent import ConsentRecord, Scope, Status, scope_for
+from capturelab.consent import (
+    ConsentRecord,
+    LawfulBasis,
+    RegionFields,
+    RegionPolicy,
+    Scope,
+    Status,
+    scope_for,
+)
 from capturelab.dataset import card as card_md
 from capturelab.dataset.actions import ActionBuilder, Findings
 from capturelab.dataset.example import FORMAT, FORMAT_VERSION, Example, windows
@@ -49,7 +57,10 @@ DEFAULT_TRUST = Path("/etc/capturelab/authority.pub")
 
 
 @dataclass(frozen=True)
-class BuildOptions:
+class BuildOptions(RegionFields):
+    """How a dataset is built. Its regions (``RegionFields``): a grant whose region is excluded
+    is refused like an unsigned one; a build on a host in an excluded region fails."""
+
     history: int = 32  # actions of context in a prompt
     horizon: int = 8  # actions to predict
     min_history: int = 4  # the first example of a session starts after this many actions
@@ -68,6 +79,17 @@ class BuildOptions:
             raise InputError("dataset option eval_fraction must be in [0, 1)")
         if self.session_gap_s <= 0:
             raise InputError("dataset option session_gap_s must be positive")
+        if self.lawful_basis_override and self.lawful_basis_override not in set(LawfulBasis):
+            raise InputError(
+                f"dataset option lawful_basis_override {self.lawful_basis_override!r} is not "
+                f"one of {', '.join(LawfulBasis)}"
+            )
+        refusal = self.regions.host_refusal()
+        if refusal:
+            raise InputError(
+                f"dataset option region {self.region!r}: {refusal} "
+                "(declare --lawful-basis-override): nothing is built"
+            )
 
 
 @dataclass
@@ -186,6 +208,20 @@ class _Writer:
         }
 
 
+def _region_filter(
+    records: list[ConsentRecord], regions: RegionPolicy, refused: list[str], where: str
+) -> list[ConsentRecord]:
+    """The grants this node's region policy allows; each other one is added to ``refused``."""
+    kept = []
+    for record in records:
+        refusal = regions.refusal(record.region)
+        if refusal:
+            refused.append(f"{where}: grant from {record.granted.isoformat()} refused: {refusal}")
+        else:
+            kept.append(record)
+    return kept
+
+
 def build(store: Path, out: Path, options: BuildOptions | None = None) -> Built:
     opts = options or BuildOptions()
     opts.check()
@@ -211,6 +247,7 @@ def build(store: Path, out: Path, options: BuildOptions | None = None) -> Built:
         all_sessions: list[tuple[Session, _Filter]] = []
         for pseudonym in pseudonyms:
             records, refused = grants.load_verified(layout, pseudonym, trust)
+            records = _region_filter(records, opts.regions, refused, f"{store} {pseudonym}")
             tally.refused_grants.extend(refused)
             found = sessions(
                 layout,

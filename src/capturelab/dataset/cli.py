@@ -19,6 +19,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         names=args.names,
         dictionaries=tuple(args.dictionary),
         trust_file=args.trust,
+        region=args.region.strip().lower(),
+        excluded_regions=tuple(args.excluded_regions),
+        lawful_basis_override=args.lawful_basis_override.strip().lower(),
     )
     built = build(args.store, args.out, options)
     if args.json:
@@ -56,6 +59,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regions(value: str) -> list[str]:
+    return [r.strip().lower() for r in value.split(",") if r.strip()]
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("dataset", help="build and verify redacted training datasets")
     dsub = parser.add_subparsers(dest="dataset_cmd", required=True)
@@ -77,6 +84,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_TRUST,
         help="the consent authority's public key(s): only grants they verify count "
         f"(default {DEFAULT_TRUST}, where the sink role puts them)",
+    )
+    b.add_argument("--region", default="", help="this node's region (refused if excluded)")
+    b.add_argument(
+        "--excluded-regions",
+        type=_regions,
+        default=list(BuildOptions.excluded_regions),
+        help="comma separated; grants of these regions are refused (default: eu)",
+    )
+    b.add_argument(
+        "--lawful-basis-override", default="", help="declared for this node: excluded regions pass"
     )
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=cmd_build)

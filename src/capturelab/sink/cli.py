@@ -51,6 +51,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("duplicates skipped", str(counters.get("duplicates", 0))),
         ("quarantined batches", str(counters.get("quarantined", 0))),
         ("erased (discarded)", str(counters.get("erased", 0))),
+        (
+            "frames refused (grant refused)",
+            f"{counters.get('refused', 0)} of {doc.get('refused_participants', 0)} participant(s)",
+        ),
         ("erasures / tombstones", f"{doc.get('erasures', 0)} / {doc.get('tombstones', 0)}"),
         (
             "control messages refused",

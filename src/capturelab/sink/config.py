@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capturelab.consent import RegionFields, parse_region_policy
 from capturelab.errors import InputError
 from capturelab.fields import int_fields, positive_numbers, string_fields
 from capturelab.transport import Security, parse_security
@@ -13,7 +14,11 @@ from capturelab.yamlfile import read_yaml
 
 
 @dataclass(frozen=True)
-class SinkConfig:
+class SinkConfig(RegionFields):
+    """The sink's settings. Its regions (``RegionFields``): the sink does not start in an excluded
+    region, and refuses a grant whose region is excluded (and every frame of that participant),
+    unless a lawful basis is declared for the host."""
+
     root: Path
     bootstrap_servers: str
     # The consent authority's public key(s) (capturelab.authority): every control message must be
@@ -85,6 +90,7 @@ def parse_config(data: Any, where: str) -> SinkConfig:
     ):
         raise InputError(f"{where}: field dictionaries must be a list of absolute paths")
     kwargs["dictionaries"] = tuple(Path(d) for d in dicts)
+    kwargs.update(asdict(parse_region_policy(data, where)))
     sec = data.get("security")
     if sec is not None:
         kwargs["security"] = parse_security(sec, f"{where}: security")

@@ -104,7 +104,7 @@ class Tombstones:
             shutil.rmtree(pdir)
             fsync_dir(self.layout.segments)
         files += self._erase_quarantine(pseudonym)
-        files += int(grants.forget(self.layout, pseudonym))
+        files += grants.forget(self.layout, pseudonym)
         done = Tombstone(
             pseudonym,
             at,

@@ -6,6 +6,10 @@ in one file, rewritten atomically, so the dataset builder can apply the consent 
 the data is. Each grant is kept with the consent authority's signature over it, and the builder
 verifies it again (``load_verified``): a grant written into the file by hand is not consent. An
 erasure removes the file together with the data; the tombstone stays.
+
+A grant the sink's region policy refuses (``capturelab.consent.RegionPolicy``) is never kept: its
+reason is, in ``<root>/consent/<pseudonym>.refused`` (``refuse``), and while a pseudonym has a
+refusal and no kept grant the sink stores none of its frames (``refusals``).
 """
 
 from __future__ import annotations
@@ -91,11 +95,46 @@ def load_verified(
     return kept, refused
 
 
-def forget(layout: Layout, pseudonym: str) -> bool:
-    """Remove a pseudonym's grants (erasure); True when there were any."""
-    path = _path(layout, pseudonym)
-    if not path.exists():
-        return False
-    path.unlink()
-    fsync_dir(path.parent)
-    return True
+def kept(layout: Layout, pseudonym: str) -> bool:
+    """Whether any grant of this pseudonym is kept."""
+    return _path(layout, pseudonym).exists()
+
+
+def _refused_path(layout: Layout, pseudonym: str) -> Path:
+    return layout.consent / f"{check_pseudonym(pseudonym)}.refused"
+
+
+def refuse(layout: Layout, pseudonym: str, reason: str) -> None:
+    """Remember (durably) why this pseudonym's grant was refused; its frames are not stored."""
+    layout.consent.mkdir(parents=True, exist_ok=True)
+    write_atomic(_refused_path(layout, pseudonym), reason.encode() + b"\n")
+
+
+def refusals(layout: Layout) -> dict[str, str]:
+    """Every pseudonym whose grant was refused and that has no kept grant, with the reason: the
+    sink stores none of their frames."""
+    out: dict[str, str] = {}
+    for path in sorted(layout.consent.glob("*.refused")):
+        pseudonym = path.name.removesuffix(".refused")
+        try:
+            if kept(layout, pseudonym):
+                continue
+        except InputError:
+            continue  # not a pseudonym's name: no frame can match it
+        try:
+            out[pseudonym] = path.read_text().strip() or "grant refused"
+        except OSError as exc:
+            out[pseudonym] = f"{path}: unreadable ({exc.strerror}): frames refused"
+    return out
+
+
+def forget(layout: Layout, pseudonym: str) -> int:
+    """Remove a pseudonym's grants and its refusal (erasure); how many files were removed."""
+    removed = 0
+    for path in (_path(layout, pseudonym), _refused_path(layout, pseudonym)):
+        if path.exists():
+            path.unlink()
+            removed += 1
+    if removed:
+        fsync_dir(layout.consent)
+    return removed

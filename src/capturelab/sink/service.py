@@ -23,8 +23,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from capturelab.authority import TrustFile
-from capturelab.consent import ControlMessage, ControlType, verify_control
+from capturelab.authority import Signature, TrustFile
+from capturelab.consent import ConsentRecord, ControlMessage, ControlType, verify_control
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
 from capturelab.schema import load_dictionary
@@ -113,15 +113,23 @@ class SinkService:
     ) -> None:
         self.config = config
         self.clock = clock
+        refusal = config.regions.host_refusal()
+        if refusal:  # before anything is created or read
+            raise InputError(
+                f"sink config: field region {config.region!r}: {refusal} "
+                "(set lawful_basis_override): nothing is stored"
+            )
         self.trust = TrustFile(config.consent_authority_file)  # an unreadable one: InputError
         self.layout = Layout(config.root)
         self.layout.create()
         self.tombstones = Tombstones(self.layout)
+        self.refusals = grants.refusals(self.layout)  # pseudonym -> why its frames are refused
         dictionaries = [load_dictionary(p) for p in config.dictionaries]
         self.store = SegmentStore(
             config.root,
             min_free_bytes=config.min_free_bytes,
             erased=self.tombstones.erased,
+            refused=lambda pseudonym: self.refusals.get(pseudonym, ""),
             dictionaries={d.dict_id(): d for d in dictionaries},
             direct_io=DIRECT_IO_MODES[config.direct_io],
         )
@@ -235,9 +243,7 @@ class SinkService:
         try:
             verify_control(control, self.trust.current(), self.clock(), where)
         except InputError as exc:
-            self.status.refused_control_messages += 1
-            self.status.last_refused = str(exc)
-            log.warning("control message refused, nothing stored or erased: %s", exc)
+            self._refuse_control(str(exc))
             return
         signature = control.signature
         if (
@@ -245,10 +251,7 @@ class SinkService:
             and signature is not None
             and control.type is ControlType.CONSENT_GRANTED
         ):
-            stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
-            if stone is None or control.grant.granted > stone.at:
-                grants.record(self.layout, control.grant, signature)  # fsynced before the commit
-                self.status.grants += 1
+            self._grant(control.pseudonym.hex(), control.grant, signature, where)
             return
         stone = self.tombstones.by_pseudonym.get(control.pseudonym.hex())
         if stone is not None and stone.state == "erased" and stone.at >= control.at:
@@ -258,7 +261,32 @@ class SinkService:
             raise _RewoundError
         self.store.close(control.pseudonym.hex())
         self.tombstones.erase(control.pseudonym.hex(), control.at, control.type.value)
+        self.refusals.pop(control.pseudonym.hex(), None)
         self.status.erasures += 1
+
+    def _refuse_control(self, reason: str) -> None:
+        self.status.refused_control_messages += 1
+        self.status.last_refused = reason
+        log.warning("control message refused, nothing stored or erased: %s", reason)
+
+    def _grant(
+        self, pseudonym: str, grant: ConsentRecord, signature: Signature, where: str
+    ) -> None:
+        """Keep a verified grant, unless this node's region policy refuses it: then it is not
+        kept, and none of the participant's frames are stored while no grant is kept."""
+        refusal = self.config.regions.refusal(grant.region)
+        if refusal:
+            reason = f"{where}: grant refused: {refusal}"
+            self._refuse_control(reason)
+            if not grants.kept(self.layout, pseudonym):
+                grants.refuse(self.layout, pseudonym, reason)  # durable before the commit
+                self.refusals[pseudonym] = reason
+            return
+        stone = self.tombstones.by_pseudonym.get(pseudonym)
+        if stone is None or grant.granted > stone.at:
+            grants.record(self.layout, grant, signature)  # fsynced before the commit
+            self.refusals.pop(pseudonym, None)
+            self.status.grants += 1
 
     def _checkpoint(self) -> bool:
         """fsync, then commit: the only place offsets are committed. False: rolled back."""
@@ -395,5 +423,8 @@ class SinkService:
             "last_refused_control_message": self.status.last_refused,
             "erasures": self.status.erasures,
             "tombstones": len(self.tombstones.by_pseudonym),
+            "refused_participants": len(self.refusals),
+            "region": self.config.region,
+            "excluded_regions": list(self.config.excluded_regions),
         }
         write_atomic(self.config.status_path, json.dumps(doc, indent=1, sort_keys=True).encode())

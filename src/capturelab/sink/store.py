@@ -1,4 +1,6 @@
-"""Segment files: append, fsync, recover. Every batch lands once or is quarantined, never dropped.
+"""Segment files: append, fsync, recover. Every batch lands once or is quarantined, never dropped,
+except the batches of an erased participant, or of one whose grant was refused (``refused``):
+those are counted and not kept.
 
 Durability protocol (the sink commits Kafka offsets only after ``flush`` returns):
 
@@ -57,6 +59,7 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # every event already stored: a redelivery, not written again
     ERASED = "erased"  # the pseudonym was erased and the batch predates the erasure
+    REFUSED = "refused"  # the participant's grant was refused (an excluded region): not kept
     QUARANTINED = "quarantined"
 
 
@@ -67,6 +70,7 @@ class Counters:
     bytes_written: int = 0
     duplicates: int = 0
     erased: int = 0
+    refused: int = 0
     quarantined: int = 0
     recovered_bytes_cut: int = 0
 
@@ -83,6 +87,7 @@ class _Open:
 
 
 ErasedCheck = Callable[[str, int], bool]
+RefusedCheck = Callable[[str], str]  # pseudonym -> why its frames are refused ('' = stored)
 NS_PER_HOUR = 3_600_000_000_000
 STATVFS_EVERY_S = 1.0
 STATVFS_MARGIN = 64 << 20  # re-check free space once the estimate is this close to the reserve
@@ -97,6 +102,7 @@ class SegmentStore:
         max_open: int = 64,
         dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
         erased: ErasedCheck | None = None,
+        refused: RefusedCheck | None = None,
         full_decode: bool = False,
         direct_io: bool | None = None,
         write_chunk: int = WRITE_CHUNK,
@@ -107,6 +113,8 @@ class SegmentStore:
         self.max_open = max_open
         self.dictionaries = dict(dictionaries or {})
         self.is_erased: ErasedCheck = erased or (lambda _p, _w: False)
+        self.refusal: RefusedCheck = refused or (lambda _p: "")
+        self.last_refused = ""
         # False: header + CRC32C + pseudonym prefix only (the CRC covers every byte); True: also
         # decode every event (the dataset builder does that anyway).
         self.full_decode = full_decode
@@ -213,6 +221,13 @@ class SegmentStore:
         if self.is_erased(pseudonym, wall_ns):
             self.counters.erased += 1
             return Outcome.ERASED
+        refused = self.refusal(pseudonym)
+        if refused:
+            self.counters.refused += 1
+            if refused != self.last_refused:
+                log.warning("%s: frames of %s... not stored: %s", origin, pseudonym[:12], refused)
+                self.last_refused = refused
+            return Outcome.REFUSED
         seen = self._seen(collector, first, count)
         if seen is Seen.STORED:
             self.counters.duplicates += 1
