@@ -354,7 +354,6 @@ def region_allowed(
 
 
 DEFAULT_EXCLUDED_REGIONS = ("eu",)
-REGION_FIELDS = ("region", "excluded_regions", "lawful_basis_override")
 
 
 @dataclass(frozen=True)
