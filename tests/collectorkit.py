@@ -12,8 +12,7 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer
 
-from capturelab import authority
-from capturelab.collector import keymap
+from capturelab import authority, keys
 from capturelab.collector.config import CollectorConfig, parse_config
 from capturelab.collector.daemon import Collector
 from capturelab.consent import parse_record, sign_record, signed_document
@@ -136,10 +135,10 @@ def typed_text(events: list[Any]) -> str:
     for e in events:
         if not isinstance(e, InputEvent) or e.device is not DeviceClass.KEYBOARD or e.type != 1:
             continue
-        if e.code in keymap.SHIFTS:
+        if e.code in keys.SHIFTS:
             shift = e.value != 0
-        elif e.value == 1 and e.code in keymap.TEXT:
-            out.append(keymap.TEXT[e.code][1 if shift else 0])
-        elif e.value == 1 and e.code in keymap.ENTERS:
+        elif e.value == 1 and e.code in keys.TEXT:
+            out.append(keys.TEXT[e.code][1 if shift else 0])
+        elif e.value == 1 and e.code in keys.ENTERS:
             out.append("\n")
     return "".join(out)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from capturelab.collector import evdev, keymap
+from capturelab import keys
+from capturelab.collector import evdev
 from capturelab.collector.edge import EdgeFilter
 from capturelab.consent import Scope
 from capturelab.schema import DeviceClass, EventFlag, KeyClass
 
 KB, MOUSE = DeviceClass.KEYBOARD, DeviceClass.MOUSE
-K = keymap.K
+K = keys.K
 TEXT_SCOPES = {Scope.KEYS_TIMING, Scope.KEYS_TEXT, Scope.MOUSE, Scope.CONTEXT}
 
 
@@ -21,36 +22,36 @@ def raw(etype: int, code: int, value: int) -> evdev.Raw:
 
 def type_text(edge: EdgeFilter, text: str, enter: bool = True) -> None:
     for ch in text:
-        code, shifted = keymap.CHAR_TO_KEY[ch]
+        code, shifted = keys.CHAR_TO_KEY[ch]
         if shifted:
-            edge.process(KB, raw(evdev.EV_KEY, K["KEY_LEFTSHIFT"], 1), 0)
-        edge.process(KB, raw(evdev.EV_MSC, 4, 0x70000 + code), 0)
-        edge.process(KB, raw(evdev.EV_KEY, code, 1), 0)
-        edge.process(KB, raw(evdev.EV_SYN, 0, 0), 0)
-        edge.process(KB, raw(evdev.EV_KEY, code, 0), 0)
+            edge.process(KB, raw(keys.EV_KEY, K["KEY_LEFTSHIFT"], 1), 0)
+        edge.process(KB, raw(keys.EV_MSC, 4, 0x70000 + code), 0)
+        edge.process(KB, raw(keys.EV_KEY, code, 1), 0)
+        edge.process(KB, raw(keys.EV_SYN, 0, 0), 0)
+        edge.process(KB, raw(keys.EV_KEY, code, 0), 0)
         if shifted:
-            edge.process(KB, raw(evdev.EV_KEY, K["KEY_LEFTSHIFT"], 0), 0)
+            edge.process(KB, raw(keys.EV_KEY, K["KEY_LEFTSHIFT"], 0), 0)
     if enter:
-        edge.process(KB, raw(evdev.EV_KEY, K["KEY_ENTER"], 1), 0)
-        edge.process(KB, raw(evdev.EV_KEY, K["KEY_ENTER"], 0), 0)
+        edge.process(KB, raw(keys.EV_KEY, K["KEY_ENTER"], 1), 0)
+        edge.process(KB, raw(keys.EV_KEY, K["KEY_ENTER"], 0), 0)
 
 
 def rebuilt(edge: EdgeFilter) -> str:
     """What a reader of the output could type back (content keys only, no classes)."""
     shift, out = False, []
     for item in edge.out:
-        if len(item) != 7 or item[3] != evdev.EV_KEY:
+        if len(item) != 7 or item[3] != keys.EV_KEY:
             continue
         code, value = item[4], item[5]
-        if code in keymap.SHIFTS:
+        if code in keys.SHIFTS:
             shift = value != 0
-        elif value == 1 and code in keymap.TEXT:
-            out.append(keymap.TEXT[code][1 if shift else 0])
+        elif value == 1 and code in keys.TEXT:
+            out.append(keys.TEXT[code][1 if shift else 0])
     return "".join(out)
 
 
 def key_codes(edge: EdgeFilter) -> list[int]:
-    return [i[4] for i in edge.out if len(i) == 7 and i[3] == evdev.EV_KEY]
+    return [i[4] for i in edge.out if len(i) == 7 and i[3] == keys.EV_KEY]
 
 
 def test_keys_timing_leaves_classes_only_and_drops_scan_codes() -> None:
@@ -60,18 +61,18 @@ def test_keys_timing_leaves_classes_only_and_drops_scan_codes() -> None:
     assert codes and all(c >= KeyClass.UNKNOWN for c in codes)
     assert KeyClass.LETTER in codes and KeyClass.DIGIT in codes and KeyClass.MODIFIER in codes
     assert KeyClass.PUNCTUATION in codes and KeyClass.ENTER in codes
-    assert all(i[3] != evdev.EV_MSC for i in edge.out if len(i) == 7)
-    assert all(i[6] & EventFlag.KEY_CLASS for i in edge.out if len(i) == 7 and i[3] == evdev.EV_KEY)
+    assert all(i[3] != keys.EV_MSC for i in edge.out if len(i) == 7)
+    assert all(i[6] & EventFlag.KEY_CLASS for i in edge.out if len(i) == 7 and i[3] == keys.EV_KEY)
     assert edge.counters.dropped_by_scope == 6  # one scan code per key
 
 
 def test_mouse_needs_its_scope() -> None:
     edge = EdgeFilter({Scope.KEYS_TIMING})
-    edge.process(MOUSE, raw(evdev.EV_REL, evdev.REL_X, 5), 0)
+    edge.process(MOUSE, raw(keys.EV_REL, keys.REL_X, 5), 0)
     assert edge.out == [] and edge.counters.dropped_by_scope == 1
     edge = EdgeFilter({Scope.KEYS_TIMING, Scope.MOUSE})
-    edge.process(MOUSE, raw(evdev.EV_REL, evdev.REL_X, 5), 0)
-    assert [i[3:6] for i in edge.out] == [(evdev.EV_REL, evdev.REL_X, 5)]
+    edge.process(MOUSE, raw(keys.EV_REL, keys.REL_X, 5), 0)
+    assert [i[3:6] for i in edge.out] == [(keys.EV_REL, keys.REL_X, 5)]
 
 
 def test_keys_text_keeps_ordinary_text() -> None:
@@ -110,8 +111,8 @@ def test_label_before_an_idle_flush_still_marks_the_secret() -> None:
 def test_deleted_secret_character_is_redacted_too() -> None:
     edge = EdgeFilter(TEXT_SCOPES)
     type_text(edge, "password: abcdX", enter=False)
-    edge.process(KB, raw(evdev.EV_KEY, K["KEY_BACKSPACE"], 1), 0)
-    edge.process(KB, raw(evdev.EV_KEY, K["KEY_BACKSPACE"], 0), 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_BACKSPACE"], 1), 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_BACKSPACE"], 0), 0)
     type_text(edge, "Y")
     codes = key_codes(edge)
     assert not {K["KEY_X"], K["KEY_Y"], K["KEY_B"], K["KEY_C"]} & set(codes)  # "password" has a, d
@@ -121,28 +122,28 @@ def test_secret_prompt_focus_masks_every_key_and_its_late_release() -> None:
     edge = EdgeFilter(TEXT_SCOPES)
     edge.context("xterm", "[sudo] password for alice", 0, time.time_ns())
     assert edge.secure
-    edge.process(KB, raw(evdev.EV_KEY, K["KEY_Q"], 1), 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_Q"], 1), 0)
     edge.context("xterm", "alice@lab: ~", 0, time.time_ns())  # focus leaves with Q still held
     assert not edge.secure
-    edge.process(KB, raw(evdev.EV_KEY, K["KEY_Q"], 0), 0)
-    keys = [i for i in edge.out if len(i) == 7]
-    assert [(i[4], i[5]) for i in keys] == [(KeyClass.UNKNOWN, 1), (KeyClass.UNKNOWN, 0)]
-    assert all(i[6] & EventFlag.SECURE_INPUT for i in keys)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_Q"], 0), 0)
+    pressed = [i for i in edge.out if len(i) == 7]
+    assert [(i[4], i[5]) for i in pressed] == [(KeyClass.UNKNOWN, 1), (KeyClass.UNKNOWN, 0)]
+    assert all(i[6] & EventFlag.SECURE_INPUT for i in pressed)
 
 
 def test_pause_chord_toggles_secure_input_and_command_too() -> None:
     edge = EdgeFilter(TEXT_SCOPES)
     chord = [K["KEY_LEFTCTRL"], K["KEY_LEFTALT"], K["KEY_PAUSE"]]
     for code in chord:
-        edge.process(KB, raw(evdev.EV_KEY, code, 1), 0)
+        edge.process(KB, raw(keys.EV_KEY, code, 1), 0)
     for code in reversed(chord):
-        edge.process(KB, raw(evdev.EV_KEY, code, 0), 0)
+        edge.process(KB, raw(keys.EV_KEY, code, 0), 0)
     assert edge.secure_reasons == {"chord"}
     before = len(edge.out)
     type_text(edge, "abc", enter=False)
-    assert all(i[4] == KeyClass.UNKNOWN for i in edge.out[before:] if i[3] == evdev.EV_KEY)
+    assert all(i[4] == KeyClass.UNKNOWN for i in edge.out[before:] if i[3] == keys.EV_KEY)
     for code in chord:
-        edge.process(KB, raw(evdev.EV_KEY, code, 1), 0)
+        edge.process(KB, raw(keys.EV_KEY, code, 1), 0)
     assert not edge.secure
     edge.set_secure("command", True)
     assert edge.secure_reasons == {"command"}
@@ -165,13 +166,13 @@ def test_context_title_is_redacted_and_needs_its_scope() -> None:
 
 
 def test_key_classes_cover_the_keyboard() -> None:
-    assert keymap.key_class(K["KEY_A"]) is KeyClass.LETTER
-    assert keymap.key_class(K["KEY_KP5"]) is KeyClass.DIGIT
-    assert keymap.key_class(K["KEY_SLASH"]) is KeyClass.PUNCTUATION
-    assert keymap.key_class(K["KEY_F5"]) is KeyClass.FUNCTION
-    assert keymap.key_class(K["KEY_LEFT"]) is KeyClass.NAVIGATION
-    assert keymap.key_class(K["KEY_RIGHTMETA"]) is KeyClass.MODIFIER
-    assert keymap.key_class(0x2FF) is KeyClass.OTHER
+    assert keys.key_class(K["KEY_A"]) is KeyClass.LETTER
+    assert keys.key_class(K["KEY_KP5"]) is KeyClass.DIGIT
+    assert keys.key_class(K["KEY_SLASH"]) is KeyClass.PUNCTUATION
+    assert keys.key_class(K["KEY_F5"]) is KeyClass.FUNCTION
+    assert keys.key_class(K["KEY_LEFT"]) is KeyClass.NAVIGATION
+    assert keys.key_class(K["KEY_RIGHTMETA"]) is KeyClass.MODIFIER
+    assert keys.key_class(0x2FF) is KeyClass.OTHER
 
 
 def test_screenshots_need_their_scope_and_no_secure_input() -> None:

@@ -21,6 +21,7 @@ from collectorkit import (
 )
 from kafka_local import LocalKafka
 
+from capturelab import keys
 from capturelab.collector import evdev, synth
 from capturelab.collector.daemon import Collector
 from capturelab.consent import ControlMessage, ControlType, Scope
@@ -66,9 +67,9 @@ def test_refuses_without_consent_then_captures_classes_only(kafka: LocalKafka, t
     found = batches(messages)
     assert {b.pseudonym for b in found} == {pseudonymize(SECRET, "p-0001")}
     events = [e for b in found for e in b.events if isinstance(e, InputEvent)]
-    keys = [e for e in events if e.device is DeviceClass.KEYBOARD and e.type == evdev.EV_KEY]
+    keys = [e for e in events if e.device is DeviceClass.KEYBOARD and e.type == keys.EV_KEY]
     assert keys and all(e.code >= KeyClass.UNKNOWN and e.flags & EventFlag.KEY_CLASS for e in keys)
-    assert any(e.device is DeviceClass.MOUSE and e.type == evdev.EV_REL for e in events)
+    assert any(e.device is DeviceClass.MOUSE and e.type == keys.EV_REL for e in events)
 
 
 def test_keys_text_canaries_never_leave_but_ordinary_text_does(kafka: LocalKafka, tmp_path: Path):
@@ -165,8 +166,8 @@ def test_malformed_records_are_counted_and_quarantined(kafka: LocalKafka, tmp_pa
         injector = synth.FifoInjector(config.inject_dir)
         wait_for(lambda: len(c.readers) == 2, "capture to start")
         now = int(time.time())
-        good = evdev.pack(now, 0, evdev.EV_KEY, 30, 1) + evdev.pack(now, 0, 0, 0, 0)
-        bad = evdev.pack(now, 0, 0x40, 1, 1) + evdev.pack(now, 0, evdev.EV_KEY, 30, 7)
+        good = evdev.pack(now, 0, keys.EV_KEY, 30, 1) + evdev.pack(now, 0, 0, 0, 0)
+        bad = evdev.pack(now, 0, 0x40, 1, 1) + evdev.pack(now, 0, keys.EV_KEY, 30, 7)
         injector.key(DeviceClass.KEYBOARD, good + bad)
         assert synth.wait_drained(injector, 10)
         injector.close()
@@ -208,7 +209,7 @@ def test_full_spool_pauses_capture_while_the_gateway_is_down(kafka: LocalKafka, 
                     evdev.pack(
                         now,
                         rng.randrange(10**6),
-                        evdev.EV_REL,
+                        keys.EV_REL,
                         rng.randrange(2),
                         rng.randrange(-(2**30), 2**30),
                     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from capturelab import keys
 from capturelab.cli import main
 from capturelab.collector import evdev, synth
 from capturelab.redact import _luhn
@@ -19,10 +20,10 @@ from capturelab.schema import DeviceClass
 def test_typing_is_about_52_wpm_with_bursts_and_the_mouse_moves_at_125_hz() -> None:
     session = synth.build_session(3, 300)
     assert 48 <= session.manifest()["wpm_while_typing"] <= 56
-    presses = [t for t, d, ty, _c, v in session.keyboard if ty == evdev.EV_KEY and v == 1]
+    presses = [t for t, d, ty, _c, v in session.keyboard if ty == keys.EV_KEY and v == 1]
     gaps = [b - a for a, b in pairwise(presses) if b - a < 2e9]
     assert statistics.quantiles(gaps, n=10)[0] < 0.6 * statistics.median(gaps)  # bursts
-    reports = [t for t, _d, ty, _c, _v in session.mouse if ty == evdev.EV_SYN]
+    reports = [t for t, _d, ty, _c, _v in session.mouse if ty == keys.EV_SYN]
     steps = [b - a for a, b in pairwise(reports)]
     assert abs(statistics.median(steps) - 8_000_000) < 100_000  # 125 Hz, a few per cent jitter
     assert min(steps) >= 7_600_000 and max(s for s in steps if s < 20_000_000) <= 8_400_000
@@ -50,7 +51,7 @@ def test_the_bench_stream_is_kernel_input_events() -> None:
     records = b"".join(data for device, data in reads if device != SEAL)
     assert len(records) == evdev.EVENT_SIZE * (len(session.keyboard) + len(session.mouse))
     sec, usec, etype, _code, _value = evdev.INPUT_EVENT.unpack_from(records)
-    assert sec >= 1_700_000_000 and 0 <= usec < 1_000_000 and etype == evdev.EV_MSC
+    assert sec >= 1_700_000_000 and 0 <= usec < 1_000_000 and etype == keys.EV_MSC
     assert length >= 10 and peak > 0 and reads[-1] == (SEAL, b"")  # the last segment may overrun
 
 
@@ -60,11 +61,11 @@ def test_fifo_injection_is_read_like_a_device(tmp_path: Path) -> None:
     assert {d.device for d in devices} == {DeviceClass.KEYBOARD, DeviceClass.MOUSE}
     reader = evdev.DeviceReader(next(d for d in devices if d.device is DeviceClass.KEYBOARD))
     reader.open()
-    record = evdev.pack(int(time.time()), 5, evdev.EV_KEY, 30, 1)
+    record = evdev.pack(int(time.time()), 5, keys.EV_KEY, 30, 1)
     injector.key(DeviceClass.KEYBOARD, record[:10])  # a partial write waits for the rest
     assert list(reader.read() or []) == []
     injector.key(DeviceClass.KEYBOARD, record[10:])
-    assert [r[2:] for r in reader.read() or []] == [(evdev.EV_KEY, 30, 1)]
+    assert [r[2:] for r in reader.read() or []] == [(keys.EV_KEY, 30, 1)]
     assert injector.drained()
     reader.close()
     injector.close()

@@ -27,6 +27,7 @@ from typing import Any
 
 import zstandard
 
+from capturelab import gateway
 from capturelab.collector import evdev, synth
 from capturelab.collector.edge import EdgeFilter, number
 from capturelab.consent import Scope
@@ -112,12 +113,14 @@ class _Producer:
     def __init__(self, bootstrap: str | None) -> None:
         from confluent_kafka import Producer  # noqa: PLC0415
 
-        config: dict[str, Any] = dict(producer_config(bootstrap or "mock:9092", "bench-collector"))
+        config: dict[str, Any] = dict(
+            producer_config(bootstrap or f"mock:{gateway.PLAINTEXT_PORT}", "bench-collector")
+        )
         if bootstrap is None:
             config["test.mock.num.brokers"] = 1
         config["log_level"] = 3
         self.producer = Producer(config)
-        self.topic = "capture.events"
+        self.topic = gateway.CAPTURE_TOPIC
         self.failed = 0
 
     def send(self, value: bytes) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -12,22 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node(),
-        "arch": platform.machine(),
-        "cpu": model,
-        "cores": os.cpu_count(),
-    }
+from capturelab.machine import machine
 
 
 def median_by(rounds: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:

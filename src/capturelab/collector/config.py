@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capturelab.collector import keymap
-from capturelab.collector.edge import DEFAULT_PAUSE_CHORD, DEFAULT_SECRET_PROMPTS
+from capturelab import gateway, keys
+from capturelab.collector.edge import DEFAULT_PAUSE_CHORD
 from capturelab.collector.screenshot import TOOLS
 from capturelab.consent import RegionFields, parse_region_policy
 from capturelab.errors import InputError
@@ -39,8 +39,8 @@ class CollectorConfig(RegionFields):
     bootstrap_servers: str
     runtime_dir: Path = Path("/run/capturelab-collector")
     spool_max_bytes: int = 1 << 30
-    capture_topic: str = "capture.events"
-    control_topic: str = "capture.control"
+    capture_topic: str = gateway.CAPTURE_TOPIC
+    control_topic: str = gateway.CONTROL_TOPIC
     devices: tuple[Path, ...] | None = None  # None: every keyboard, mouse and touchpad (sysfs)
     sysfs_input_dir: Path = Path("/sys/class/input")
     dev_input_dir: Path = Path("/dev/input")
@@ -55,9 +55,9 @@ class CollectorConfig(RegionFields):
     zstd_level: int = 3
     dictionary_file: Path | None = None
     pause_chord: frozenset[int] = field(
-        default_factory=lambda: keymap.parse_chord(list(DEFAULT_PAUSE_CHORD), "pause_chord")
+        default_factory=lambda: keys.parse_chord(list(DEFAULT_PAUSE_CHORD), "pause_chord")
     )
-    secret_prompts: tuple[str, ...] = DEFAULT_SECRET_PROMPTS
+    secret_prompts: tuple[str, ...] = keys.DEFAULT_SECRET_PROMPTS
     idle_flush_ms: int = 3000
     # Person names in the text scrubber and titles (Presidio, offline; the names extra).
     person_names: bool = False
@@ -205,7 +205,7 @@ def _policy(data: dict[str, Any], where: str) -> dict[str, Any]:
         chord = data["pause_chord"]
         if not isinstance(chord, list):
             raise InputError(f"{where}: field pause_chord must be a list of key names")
-        out["pause_chord"] = keymap.parse_chord(chord, f"{where}: field pause_chord")
+        out["pause_chord"] = keys.parse_chord(chord, f"{where}: field pause_chord")
     if "secret_prompts" in data:
         out["secret_prompts"] = _patterns(data["secret_prompts"], f"{where}: field secret_prompts")
     return out

@@ -23,14 +23,14 @@ Events are handed out in the order they will be numbered; a buffered key keeps i
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from capturelab.collector import keymap
-from capturelab.collector.evdev import EV_KEY, EV_SYN, Raw
+from capturelab import keys
+from capturelab.collector.evdev import Raw
 from capturelab.consent import Scope
+from capturelab.keys import EV_KEY, EV_SYN
 from capturelab.redact import Recogniser, find, redact
 from capturelab.schema import (
     MAX_IMAGE_BYTES,
@@ -52,18 +52,6 @@ ContextOut = tuple[int, int, str, str, int]
 ShotOut = tuple[int, int, bytes, ImageFormat, int]
 Item = Out | ContextOut | ShotOut
 
-DEFAULT_SECRET_PROMPTS = (
-    r"\bsudo\b",
-    r"\bssh\b.*(password|passphrase)",
-    r"(password|passphrase) for\b",
-    r"\bgpg\b|\bpinentry",
-    r"\bpasswd\b",
-    r"keepass",
-    r"1password",
-    r"bitwarden",
-    r"\bpass(word)?[ -]?(manager|safe)\b",
-    r"polkit|authentication required",
-)
 DEFAULT_PAUSE_CHORD = ("KEY_LEFTCTRL", "KEY_LEFTALT", "KEY_PAUSE")
 TAIL_CHARS = 64
 _REDACTED_KEY = int(EventFlag.KEY_CLASS | EventFlag.REDACTED)
@@ -108,17 +96,15 @@ class EdgeFilter:
         scopes: Iterable[Scope],
         *,
         pause_chord: frozenset[int] | None = None,
-        secret_prompts: Iterable[str] = DEFAULT_SECRET_PROMPTS,
+        secret_prompts: Iterable[str] = keys.DEFAULT_SECRET_PROMPTS,
         idle_flush_ns: int = 3_000_000_000,
         max_buffer_events: int = 4096,
         extra_recognisers: Iterable[Recogniser] = (),
     ) -> None:
         self.scopes = frozenset(scopes)
         self.extra_recognisers = tuple(extra_recognisers)  # e.g. person names (capturelab.names)
-        self.pause_chord = pause_chord or keymap.parse_chord(
-            list(DEFAULT_PAUSE_CHORD), "pause_chord"
-        )
-        self.secret_prompts = [re.compile(p, re.I) for p in secret_prompts]
+        self.pause_chord = pause_chord or keys.parse_chord(list(DEFAULT_PAUSE_CHORD), "pause_chord")
+        self.secret_prompts = keys.SecretPrompts(secret_prompts)
         self.idle_flush_ns = idle_flush_ns
         self.max_buffer_events = max_buffer_events
         self.out: list[Item] = []
@@ -153,8 +139,7 @@ class EdgeFilter:
             self.secure_reasons.discard(reason)
 
     def is_secret_prompt(self, app: str, title: str) -> bool:
-        text = f"{app} {title}"
-        return any(p.search(text) for p in self.secret_prompts)
+        return self.secret_prompts.matches(app, title)
 
     # --- input ------------------------------------------------------------------------------
 
@@ -181,13 +166,13 @@ class EdgeFilter:
             self._pressed.add(code)
         elif value == 0:
             self._pressed.discard(code)
-        if code in keymap.SHIFTS and value != 2:
+        if code in keys.SHIFTS and value != 2:
             self._shift += 1 if value == 1 else -1
             self._shift = max(self._shift, 0)
-        elif code in keymap.CTRL_ALT_META and value != 2:
+        elif code in keys.CTRL_ALT_META and value != 2:
             self._ctrl_alt_meta += 1 if value == 1 else -1
             self._ctrl_alt_meta = max(self._ctrl_alt_meta, 0)
-        elif code == keymap.K["KEY_CAPSLOCK"] and value == 1:
+        elif code == keys.K["KEY_CAPSLOCK"] and value == 1:
             self._caps = not self._caps
 
     def _key(self, wall_ns: int, mono_ns: int, code: int, value: int) -> None:
@@ -206,7 +191,7 @@ class EdgeFilter:
             self._keyboard_event((mono_ns, wall_ns, KEYBOARD, EV_KEY, UNKNOWN, value, SECURE))
         elif Scope.KEYS_TEXT not in self.scopes:
             self.counters.reduced_to_class += 1
-            cls = keymap.CLASS_OF.get(code, KeyClass.OTHER)
+            cls = keys.CLASS_OF.get(code, KeyClass.OTHER)
             self._keyboard_event((mono_ns, wall_ns, KEYBOARD, EV_KEY, cls, value, CLASS_ONLY))
         else:
             self._buffered_key(wall_ns, mono_ns, code, value)
@@ -232,16 +217,16 @@ class EdgeFilter:
                 buf.releases.append((index, press))
             return
         buf.press_of[code] = index
-        if code in keymap.TEXT and not self._ctrl_alt_meta:
-            plain, shifted = keymap.TEXT[code]
+        if code in keys.TEXT and not self._ctrl_alt_meta:
+            plain, shifted = keys.TEXT[code]
             upper = bool(self._shift) != (self._caps and plain.isalpha())
             buf.chars.append((shifted if upper else plain, index))
-        elif code == keymap.K["KEY_BACKSPACE"] and buf.chars:
+        elif code == keys.K["KEY_BACKSPACE"] and buf.chars:
             _, typed = buf.chars.pop()
             buf.deleted.append((len(buf.chars), typed))
-        boundary = code in keymap.ENTERS or code == keymap.K["KEY_TAB"]
+        boundary = code in keys.ENTERS or code == keys.K["KEY_TAB"]
         if boundary:
-            buf.chars.append(("\t" if code == keymap.K["KEY_TAB"] else "\n", index))
+            buf.chars.append(("\t" if code == keys.K["KEY_TAB"] else "\n", index))
         if boundary or len(buf.entries) >= self.max_buffer_events:
             self.flush()
 
@@ -268,10 +253,10 @@ class EdgeFilter:
         redacted_entries.update(rel for rel, press in buf.releases if press in redacted_entries)
         for code, press in buf.press_of.items():  # still held at the boundary
             if press in redacted_entries:
-                self._masked_down[code] = (keymap.CLASS_OF.get(code, KeyClass.OTHER), _REDACTED_KEY)
+                self._masked_down[code] = (keys.CLASS_OF.get(code, KeyClass.OTHER), _REDACTED_KEY)
         for i, entry in enumerate(buf.entries):
             if i in redacted_entries:
-                entry[4] = keymap.CLASS_OF.get(entry[4], KeyClass.OTHER)
+                entry[4] = keys.CLASS_OF.get(entry[4], KeyClass.OTHER)
                 entry[6] = _REDACTED_KEY
                 self.counters.redacted_keys += 1
             self.counters.kept += 1

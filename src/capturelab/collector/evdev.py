@@ -21,36 +21,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capturelab.keys import (
+    ABS_X,
+    ABS_Y,
+    BTN_LEFT,
+    BTN_TOUCH,
+    EV_ABS,
+    EV_KEY,
+    EV_MAX,
+    EV_REL,
+    EV_SYN,
+    KEY_A,
+    KEY_MAX,
+    KEY_SPACE,
+    KEY_Z,
+    REL_X,
+    REL_Y,
+)
 from capturelab.schema import DeviceClass
 
 INPUT_EVENT = struct.Struct("@llHHi")
 EVENT_SIZE = INPUT_EVENT.size  # 24 on 64-bit Linux
 
-EV_SYN = 0x00
-EV_KEY = 0x01
-EV_REL = 0x02
-EV_ABS = 0x03
-EV_MSC = 0x04
-EV_LED = 0x11
-EV_REP = 0x14
-EV_MAX = 0x1F
-KEY_MAX = 0x2FF
-SYN_REPORT = 0
-SYN_DROPPED = 3
-REL_X = 0x00
-REL_Y = 0x01
-REL_HWHEEL = 0x06
-REL_WHEEL = 0x08
-ABS_X = 0x00
-ABS_Y = 0x01
-BTN_MOUSE = 0x110
-BTN_LEFT = 0x110
-BTN_RIGHT = 0x111
-BTN_MIDDLE = 0x112
-BTN_TOUCH = 0x14A
-KEY_A = 30
-KEY_Z = 44
-KEY_SPACE = 57
 INJECT_SUFFIX = ".evdev"
 
 Raw = tuple[int, int, int, int, int]  # sec, usec, type, code, value

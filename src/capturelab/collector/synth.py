@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capturelab.collector import evdev, keymap
+from capturelab import keys
+from capturelab.collector import evdev
 from capturelab.errors import HostEnvironmentError
 from capturelab.schema import ContextEvent, DeviceClass, Event, EventFlag, InputEvent
 
@@ -111,9 +112,9 @@ class _Builder:
 
     def _key(self, code: int, value: int) -> None:
         kb = self.s.keyboard
-        kb.append((self.t, DeviceClass.KEYBOARD, evdev.EV_MSC, 4, 0x70000 + code))
-        kb.append((self.t, DeviceClass.KEYBOARD, evdev.EV_KEY, code, value))
-        kb.append((self.t, DeviceClass.KEYBOARD, evdev.EV_SYN, evdev.SYN_REPORT, 0))
+        kb.append((self.t, DeviceClass.KEYBOARD, keys.EV_MSC, 4, 0x70000 + code))
+        kb.append((self.t, DeviceClass.KEYBOARD, keys.EV_KEY, code, value))
+        kb.append((self.t, DeviceClass.KEYBOARD, keys.EV_SYN, keys.SYN_REPORT, 0))
 
     def type_text(self, text: str) -> None:
         start = self.t
@@ -123,33 +124,33 @@ class _Builder:
             1.7 if prev in " .,;:!?" else 0.75 if prev.isalpha() and ch.isalpha() else 1.0
             for prev, ch in zip(" " + text, text, strict=False)
         ]
-        shift_ns = sum(0.05 for ch in text if keymap.CHAR_TO_KEY[ch][1])
+        shift_ns = sum(0.05 for ch in text if keys.CHAR_TO_KEY[ch][1])
         budget = max(self.mean_interval * len(text) - shift_ns, 0.05 * len(text))
         scale = budget / sum(factors)
         sigma = 0.35
         for ch, factor in zip(text, factors, strict=True):
-            code, shifted = keymap.CHAR_TO_KEY[ch]
+            code, shifted = keys.CHAR_TO_KEY[ch]
             median = scale * factor / math.exp(0.5 * sigma**2)
             gap = self.rng.lognormvariate(math.log(median), sigma)
             hold = min(self.rng.uniform(0.06, 0.12), gap * 0.8)
             self.t += int((gap - hold) * 1e9)
             if shifted:
-                self._key(keymap.K["KEY_LEFTSHIFT"], 1)
+                self._key(keys.K["KEY_LEFTSHIFT"], 1)
                 self.t += int(0.03e9)
             self._key(code, 1)
             self.t += int(hold * 1e9)
             self._key(code, 0)
             if shifted:
                 self.t += int(0.02e9)
-                self._key(keymap.K["KEY_LEFTSHIFT"], 0)
+                self._key(keys.K["KEY_LEFTSHIFT"], 0)
         self.s.typed_chars += len(text)
         self.s.typing_ns += self.t - start
 
     def press(self, name: str) -> None:
         self.t += int(self.rng.uniform(0.15, 0.35) * 1e9)
-        self._key(keymap.K[name], 1)
+        self._key(keys.K[name], 1)
         self.t += int(0.08e9)
-        self._key(keymap.K[name], 0)
+        self._key(keys.K[name], 0)
 
     def pause(self, low: float, high: float) -> None:
         self.t += int(self.rng.uniform(low, high) * 1e9)
@@ -172,16 +173,16 @@ class _Builder:
             jitter = self.mouse_period // 25  # USB polling is regular to a few per cent
             self.t += self.mouse_period + self.rng.randint(-jitter, jitter)
             if x != done_x:
-                m.append((self.t, DeviceClass.MOUSE, evdev.EV_REL, evdev.REL_X, x - done_x))
+                m.append((self.t, DeviceClass.MOUSE, keys.EV_REL, keys.REL_X, x - done_x))
             if y != done_y:
-                m.append((self.t, DeviceClass.MOUSE, evdev.EV_REL, evdev.REL_Y, y - done_y))
-            m.append((self.t, DeviceClass.MOUSE, evdev.EV_SYN, evdev.SYN_REPORT, 0))
+                m.append((self.t, DeviceClass.MOUSE, keys.EV_REL, keys.REL_Y, y - done_y))
+            m.append((self.t, DeviceClass.MOUSE, keys.EV_SYN, keys.SYN_REPORT, 0))
             done_x, done_y = x, y
         self.t += int(self.rng.uniform(0.08, 0.3) * 1e9)
         for value, gap in ((1, 0.09), (0, 0.0)):
-            m.append((self.t, DeviceClass.MOUSE, evdev.EV_MSC, 4, 0x90001))
-            m.append((self.t, DeviceClass.MOUSE, evdev.EV_KEY, evdev.BTN_LEFT, value))
-            m.append((self.t, DeviceClass.MOUSE, evdev.EV_SYN, evdev.SYN_REPORT, 0))
+            m.append((self.t, DeviceClass.MOUSE, keys.EV_MSC, 4, 0x90001))
+            m.append((self.t, DeviceClass.MOUSE, keys.EV_KEY, keys.BTN_LEFT, value))
+            m.append((self.t, DeviceClass.MOUSE, keys.EV_SYN, keys.SYN_REPORT, 0))
             self.t += int(gap * 1e9)
 
 
@@ -355,7 +356,7 @@ class UinputInjector:
                  + [(UI_SET_RELBIT, c) for c in (0, 1, 6, 8)]),
             ):  # fmt: skip
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                for ev in (evdev.EV_SYN, evdev.EV_KEY, evdev.EV_MSC, evdev.EV_REL):
+                for ev in (keys.EV_SYN, keys.EV_KEY, keys.EV_MSC, keys.EV_REL):
                     fcntl.ioctl(fd, UI_SET_EVBIT, ev)
                 for request, code in bits:
                     fcntl.ioctl(fd, request, code)

@@ -24,8 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from capturelab.collector import evdev, keymap
-from capturelab.collector.edge import DEFAULT_SECRET_PROMPTS
+from capturelab import keys
 from capturelab.redact import Recogniser, redact
 from capturelab.schema import (
     ContextEvent,
@@ -48,12 +47,11 @@ _CLASS_CHAR = {
     KeyClass.PUNCTUATION: ".",
     KeyClass.SPACE: "_",
 }
-_KEY_NAMES = {code: name.removeprefix("KEY_").lower() for name, code in keymap.KEY_CODES.items()}
-_BUTTONS = {evdev.BTN_LEFT: "left", evdev.BTN_RIGHT: "right", evdev.BTN_MIDDLE: "middle"}
-# ctrl, alt or meta for each of keymap's chord modifiers (left and right alike).
+_KEY_NAMES = {code: name.removeprefix("KEY_").lower() for name, code in keys.KEY_CODES.items()}
+_BUTTONS = {keys.BTN_LEFT: "left", keys.BTN_RIGHT: "right", keys.BTN_MIDDLE: "middle"}
+# ctrl, alt or meta for each of keys' chord modifiers (left and right alike).
 _CTRL_ALT_META = {
-    code: _KEY_NAMES[code].removeprefix("left").removeprefix("right")
-    for code in keymap.CTRL_ALT_META
+    code: _KEY_NAMES[code].removeprefix("left").removeprefix("right") for code in keys.CTRL_ALT_META
 }
 
 
@@ -86,13 +84,13 @@ class ActionBuilder:
         findings: Findings,
         *,
         extra_recognisers: Iterable[Recogniser] = (),
-        secret_prompts: Iterable[str] = DEFAULT_SECRET_PROMPTS,
+        secret_prompts: Iterable[str] = keys.DEFAULT_SECRET_PROMPTS,
         screenshot_name: Callable[[ScreenshotEvent], str] | None = None,
     ) -> None:
         self.text_allowed = text_allowed
         self.findings = findings
         self.recognisers = tuple(extra_recognisers)
-        self.secret_prompts = [re.compile(p, re.I) for p in secret_prompts]
+        self.secret_prompts = keys.SecretPrompts(secret_prompts)
         self.screenshot_name = screenshot_name
         self.actions: list[Action] = []
         self._last_ns: int | None = None
@@ -185,9 +183,7 @@ class ActionBuilder:
     def feed(self, event: Event) -> None:
         if isinstance(event, ContextEvent):
             self.flush()
-            self._secret_focus = any(
-                p.search(f"{event.app} {event.title}") for p in self.secret_prompts
-            )
+            self._secret_focus = self.secret_prompts.matches(event.app, event.title)
             title, found = redact(event.title, self.recognisers)
             app, found_app = redact(event.app, self.recognisers)
             for f in (*found, *found_app):
@@ -198,11 +194,11 @@ class ActionBuilder:
             name = self.screenshot_name(event) if self.screenshot_name else "withheld"
             self._emit(event.wall_ns, f"screenshot {name}")
         elif event.device is DeviceClass.KEYBOARD:
-            if event.type == evdev.EV_KEY:
+            if event.type == keys.EV_KEY:
                 self._keyboard(event)
-        elif event.type == evdev.EV_KEY and event.code in _BUTTONS:
+        elif event.type == keys.EV_KEY and event.code in _BUTTONS:
             self._button(event)
-        elif event.type == evdev.EV_REL:
+        elif event.type == keys.EV_REL:
             self._rel(event)
 
     def _keyboard(self, event: InputEvent) -> None:
@@ -242,9 +238,9 @@ class ActionBuilder:
                 self._mods[code] = _CTRL_ALT_META[code]
             else:
                 self._mods.pop(code, None)
-        elif code in keymap.SHIFTS:
+        elif code in keys.SHIFTS:
             self._shift = max(self._shift + (1 if value == 1 else -1 if value == 0 else 0), 0)
-        elif code == keymap.K["KEY_CAPSLOCK"]:
+        elif code == keys.K["KEY_CAPSLOCK"]:
             if value == 1:
                 self._caps = not self._caps
         else:
@@ -257,22 +253,22 @@ class ActionBuilder:
         if self._mods:
             self.flush()
             mods = "+".join(sorted(set(self._mods.values())))
-            name = _KEY_NAMES.get(code, "other") if text_ok else keymap.key_class(code).name.lower()
+            name = _KEY_NAMES.get(code, "other") if text_ok else keys.key_class(code).name.lower()
             self._emit(ns, f"key {mods}+{name}")
         elif not text_ok:
-            cls = int(keymap.key_class(code))
+            cls = int(keys.key_class(code))
             self._class_key(
                 InputEvent(event.seq, event.mono_ns, ns, event.device, 1, cls, event.value)
             )
-        elif code in keymap.TEXT:
-            low, high = keymap.TEXT[code]
+        elif code in keys.TEXT:
+            low, high = keys.TEXT[code]
             upper = bool(self._shift) != (self._caps and low.isalpha())
             self.flush(keep="text")
             if self._text is None:
                 self._text = (ns, [])
             self._text[1].append(high if upper else low)
             self._touch(ns)
-        elif code == keymap.K["KEY_BACKSPACE"] and self._text is not None and self._text[1]:
+        elif code == keys.K["KEY_BACKSPACE"] and self._text is not None and self._text[1]:
             self._text[1].pop()
             self._touch(ns)
         else:
@@ -316,9 +312,9 @@ class ActionBuilder:
 
     def _rel(self, event: InputEvent) -> None:
         ns = event.wall_ns
-        if event.code in (evdev.REL_X, evdev.REL_Y):
-            dx = event.value if event.code == evdev.REL_X else 0
-            dy = event.value if event.code == evdev.REL_Y else 0
+        if event.code in (keys.REL_X, keys.REL_Y):
+            dx = event.value if event.code == keys.REL_X else 0
+            dy = event.value if event.code == keys.REL_Y else 0
             if self._pressed:
                 for button, (start, px, py) in list(self._pressed.items()):
                     self._pressed[button] = (start, px + dx, py + dy)
@@ -330,7 +326,7 @@ class ActionBuilder:
             start, _last, mx, my = self._move or (ns, ns, 0, 0)
             self._move = (start, ns, mx + dx, my + dy)
             self._touch(ns)
-        elif event.code == evdev.REL_WHEEL:
+        elif event.code == keys.REL_WHEEL:
             self.flush(keep="scroll")
             start, amount = self._scroll or (ns, 0)
             self._scroll = (start, amount + event.value)

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capturelab import gateway
 from capturelab.errors import InputError
 from capturelab.lab.process import venv_tool
 
 PLATFORMS = ("container", "vm")
 ARCHES = ("amd64", "arm64")
-TIER_GROUPS = ("collectors", "gateways", "storage", "processing")
+TIER_GROUPS = ("collectors", gateway.GATEWAY_GROUP, "storage", "processing")
 SIZE_RE = re.compile(r"^[1-9][0-9]*[MG]$")
 
 

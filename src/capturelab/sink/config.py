@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capturelab import gateway
 from capturelab.consent import RegionFields, parse_region_policy
 from capturelab.errors import InputError
 from capturelab.fields import int_fields, positive_numbers, string_fields
@@ -26,8 +27,8 @@ class SinkConfig(RegionFields):
     consent_authority_file: Path
     group_id: str = "capturelab-sink"
     client_id: str = "capturelab-sink"
-    capture_topic: str = "capture.events"
-    control_topic: str = "capture.control"
+    capture_topic: str = gateway.CAPTURE_TOPIC
+    control_topic: str = gateway.CONTROL_TOPIC
     retention_days: int = 30
     min_free_bytes: int = 1 << 30
     flush_max_messages: int = 500

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from capturelab.bench.result import machine
 from capturelab.dataset.build import verify
 from capturelab.dataset.example import read_examples
 from capturelab.durable import fsync_dir, point_latest, write_atomic
 from capturelab.errors import InputError
+from capturelab.machine import machine
 from capturelab.train.data import tokenize
 from capturelab.train.energy import EnergyMeter
 from capturelab.train.evaluate import evaluate

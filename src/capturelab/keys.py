@@ -1,4 +1,9 @@
-"""Linux key codes: their class (what ``keys:timing`` keeps) and their text on a US layout.
+"""Linux input codes, key classes, typed text and secret prompts: what every tier reads keys by.
+
+The collector (edge filter, synth) and the dataset builder (actions) both import this module, so
+a key is classed, spelled and masked the same way on the collector and in the dataset.
+
+Key codes: their class (what ``keys:timing`` keeps) and their text on a US layout.
 
 The class table is the reduction the consent scope promises: under ``keys:timing`` a key event
 leaves the process as its class only (letter, digit, punctuation, space...). The text table is
@@ -10,8 +15,38 @@ scrubber can recognise (the secure-input mode does not depend on it).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from capturelab.errors import InputError
 from capturelab.schema import KeyClass
+
+# Event types and the codes the readers test, from linux/input-event-codes.h.
+EV_SYN = 0x00
+EV_KEY = 0x01
+EV_REL = 0x02
+EV_ABS = 0x03
+EV_MSC = 0x04
+EV_LED = 0x11
+EV_REP = 0x14
+EV_MAX = 0x1F
+KEY_MAX = 0x2FF
+SYN_REPORT = 0
+SYN_DROPPED = 3
+REL_X = 0x00
+REL_Y = 0x01
+REL_HWHEEL = 0x06
+REL_WHEEL = 0x08
+ABS_X = 0x00
+ABS_Y = 0x01
+BTN_MOUSE = 0x110
+BTN_LEFT = 0x110
+BTN_RIGHT = 0x111
+BTN_MIDDLE = 0x112
+BTN_TOUCH = 0x14A
+KEY_A = 30
+KEY_Z = 44
+KEY_SPACE = 57
 
 # name -> code, from linux/input-event-codes.h (the subset a person types with).
 KEY_CODES: dict[str, int] = {
@@ -155,3 +190,36 @@ def parse_chord(names: list[str], where: str) -> frozenset[int]:
             raise InputError(f"{where}[{i}] {name!r} is not a key name such as KEY_LEFTCTRL")
         codes.add(KEY_CODES[name])
     return frozenset(codes)
+
+
+# Focused windows (app and title, case-insensitive) that ask for a secret: while one has focus
+# the collector switches secure input on and the dataset builder writes ``type [PASSWORD]``.
+DEFAULT_SECRET_PROMPTS = (
+    r"\bsudo\b",
+    r"\bssh\b.*(password|passphrase)",
+    r"(password|passphrase) for\b",
+    r"\bgpg\b|\bpinentry",
+    r"\bpasswd\b",
+    r"keepass",
+    r"1password",
+    r"bitwarden",
+    r"\bpass(word)?[ -]?(manager|safe)\b",
+    r"polkit|authentication required",
+)
+
+
+class SecretPrompts:
+    """The secret-prompt rule: a focused window whose ``"<app> <title>"`` matches any pattern.
+
+    Invariant: the collector and the dataset builder call this one method, so a window that
+    masks keys on the collector is the window whose typing the dataset calls a password.
+    Patterns were checked where they were read (``collector.config``); a bad one raises
+    ``re.error`` here.
+    """
+
+    def __init__(self, patterns: Iterable[str] = DEFAULT_SECRET_PROMPTS) -> None:
+        self.patterns = tuple(re.compile(p, re.I) for p in patterns)
+
+    def matches(self, app: str, title: str) -> bool:
+        text = f"{app} {title}"
+        return any(p.search(text) for p in self.patterns)
