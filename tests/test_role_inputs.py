@@ -163,7 +163,14 @@ COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_r
         ({"collector_id": "Pi 5"}, "collector_id Pi 5 must be 1-32"),
         ({"collector_participant_id": "p-9"}, "has no record with that participant_id"),
         ({"collector_spool_dir": "spool"}, "collector_spool_dir must be an absolute path"),
-        ({"collector_gateway_group": "brokers"}, "collector_bootstrap_servers is empty"),
+        (
+            {"capturelab_gateway_group": "brokers"},
+            "collector_bootstrap_servers is empty: the group brokers has no hosts",
+        ),
+        (
+            {"collector_security_enabled": True},
+            "collector_security_enabled needs collector_kafka_password",
+        ),
     ],
 )
 def test_collector_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
@@ -186,7 +193,10 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
     ("extra", "needle"),
     [
         ({"sink_root": "srv/capture"}, "sink_root srv/capture must be an absolute path"),
-        ({"sink_gateway_group": "brokers"}, "sink_bootstrap_servers is empty: the group brokers"),
+        (
+            {"capturelab_gateway_group": "brokers"},
+            "sink_bootstrap_servers is empty: the group brokers",
+        ),
         ({"sink_security_enabled": True}, "sink_security_enabled needs sink_kafka_password"),
         ({"sink_retention_days": 0}, "sink_retention_days must be >= 1, got 0"),
         ({"sink_region": "EU"}, "is in region EU, which is in sink_excluded_regions"),

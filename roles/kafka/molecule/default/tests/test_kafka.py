@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from capturelab.gateway import CAPTURE_TOPIC, CONTROL_TOPIC, PLAINTEXT_PORT, SASL_PORT
+
 CP = "/opt/kafka/current/libs/*"
 FILTERS = Path(__file__).resolve().parents[3] / "filter_plugins" / "kafka.py"
 
@@ -43,11 +45,11 @@ def admin(secure) -> list[str]:
     if secure:
         return [
             "--bootstrap-server",
-            "127.0.0.1:9094",
+            f"127.0.0.1:{SASL_PORT}",
             "--command-config",
             "/etc/kafka/admin.properties",
         ]
-    return ["--bootstrap-server", "127.0.0.1:9092"]
+    return ["--bootstrap-server", f"127.0.0.1:{PLAINTEXT_PORT}"]
 
 
 def _java(host, main: str, *args: str) -> str:
@@ -72,8 +74,8 @@ def test_service_running_hardened(host):
 
 def test_listeners(host, secure):
     assert host.socket("tcp://0.0.0.0:9093").is_listening
-    assert host.socket("tcp://0.0.0.0:9094").is_listening == secure
-    assert host.socket("tcp://0.0.0.0:9092").is_listening != secure
+    assert host.socket(f"tcp://0.0.0.0:{SASL_PORT}").is_listening == secure
+    assert host.socket(f"tcp://0.0.0.0:{PLAINTEXT_PORT}").is_listening != secure
 
 
 def test_quorum_has_a_leader(host, admin):
@@ -100,12 +102,12 @@ def _topic_summary(host, admin, topic: str) -> str:
 
 
 def test_topics_with_declared_configs(host, admin):
-    capture = _topic_summary(host, admin, "capture.events")
+    capture = _topic_summary(host, admin, CAPTURE_TOPIC)
     assert "PartitionCount: 6" in capture
     assert "ReplicationFactor: 1" in capture
     assert "retention.ms=432000000" in capture, "120 h"
     assert "cleanup.policy=delete" in capture
-    control = _topic_summary(host, admin, "capture.control")
+    control = _topic_summary(host, admin, CONTROL_TOPIC)
     assert "cleanup.policy=compact" in control
     assert "retention.ms=-1" in control
 
@@ -128,7 +130,7 @@ def _client_config(host, hv, principal: str) -> str:
 def _console(host, ip, tool: str, config: str, *args: str):
     """Run one of Kafka's console consumers (org.apache.kafka.tools.consumer) as a principal."""
     return host.run(
-        f"java -cp '{CP}' org.apache.kafka.tools.consumer.{tool} --bootstrap-server {ip}:9094 "
+        f"java -cp '{CP}' org.apache.kafka.tools.consumer.{tool} --bootstrap-server {ip}:{SASL_PORT} "
         f"{'--producer.config' if tool == 'ConsoleProducer' else '--consumer.config'} {config} "
         + " ".join(args)
     )
@@ -144,18 +146,18 @@ def test_round_trip(host, ip, hv, secure):
     marker = uuid.uuid4().hex
     if not secure:
         host.check_output(
-            f"echo '{marker}' | kcat -b {ip}:9092 -P -t capture.events -k collector-test "
+            f"echo '{marker}' | kcat -b {ip}:{PLAINTEXT_PORT} -P -t {CAPTURE_TOPIC} -k collector-test "
             "-X acks=all -X enable.idempotence=true"
         )
         consumed = host.check_output(
-            f"kcat -b {ip}:9092 -C -t capture.events -o beginning -e -J -q"
+            f"kcat -b {ip}:{PLAINTEXT_PORT} -C -t {CAPTURE_TOPIC} -o beginning -e -J -q"
         )
         messages = [json.loads(line) for line in consumed.splitlines() if line.strip()]
         assert any(m["payload"] == marker and m["key"] == "collector-test" for m in messages)
         return
     produced = host.run(
         f"echo 'collector-test:{marker}' | java -cp '{CP}' org.apache.kafka.tools.ConsoleProducer "
-        f"--bootstrap-server {ip}:9094 --topic capture.events --producer.config "
+        f"--bootstrap-server {ip}:{SASL_PORT} --topic {CAPTURE_TOPIC} --producer.config "
         f"{_client_config(host, hv, 'collector-test')} --property parse.key=true --property key.separator=: "
         "--producer-property acks=all --producer-property enable.idempotence=true"
     )
@@ -165,7 +167,7 @@ def test_round_trip(host, ip, hv, secure):
         ip,
         "ConsoleConsumer",
         _client_config(host, hv, "sink"),
-        "--topic capture.events",
+        f"--topic {CAPTURE_TOPIC}",
         "--group sink",
         "--from-beginning",
         "--timeout-ms 20000",
@@ -189,7 +191,7 @@ def test_round_trip_with_librdkafka_over_tls_scram(ip, hv, secure):
 
     def conf(principal: str) -> dict[str, str]:
         return {
-            "bootstrap.servers": f"{ip}:9094",
+            "bootstrap.servers": f"{ip}:{SASL_PORT}",
             "security.protocol": "SASL_SSL",
             "sasl.mechanism": "SCRAM-SHA-512",
             "sasl.username": principal,
@@ -199,10 +201,10 @@ def test_round_trip_with_librdkafka_over_tls_scram(ip, hv, secure):
 
     marker = uuid.uuid4().hex.encode()
     producer = Producer({**conf("collector-test"), "acks": "all", "enable.idempotence": True})
-    producer.produce("capture.events", key=b"collector-test", value=marker)
+    producer.produce(CAPTURE_TOPIC, key=b"collector-test", value=marker)
     assert producer.flush(60) == 0
     consumer = Consumer({**conf("sink"), "group.id": "sink", "auto.offset.reset": "earliest"})
-    consumer.subscribe(["capture.events"])
+    consumer.subscribe([CAPTURE_TOPIC])
     found = False
     deadline = time.monotonic() + 60
     while not found and time.monotonic() < deadline:
@@ -221,21 +223,21 @@ def test_acl_denies_a_collector_reading(host, ip, hv, secure):
         ip,
         "ConsoleConsumer",
         _client_config(host, hv, "collector-test"),
-        "--topic capture.events",
+        f"--topic {CAPTURE_TOPIC}",
         "--partition 0",
         "--offset earliest",
         "--timeout-ms 15000",
     )
     out = attempt.stdout + attempt.stderr
     assert "TopicAuthorizationException" in out, out[-2000:]
-    assert "Not authorized to access topics: [capture.events]" in out
+    assert f"Not authorized to access topics: [{CAPTURE_TOPIC}]" in out
 
 
 def test_tls_certificate_from_the_lab_ca(host, secure):
     if not secure:
         pytest.skip("TLS is off in this scenario")
     out = host.run(
-        "echo | openssl s_client -connect 127.0.0.1:9094 -CAfile /etc/kafka/tls/ca.pem -verify_return_error"
+        f"echo | openssl s_client -connect 127.0.0.1:{SASL_PORT} -CAfile /etc/kafka/tls/ca.pem -verify_return_error"
     )
     assert "Verify return code: 0 (ok)" in out.stdout
     key = host.file("/etc/kafka/tls/node.key")

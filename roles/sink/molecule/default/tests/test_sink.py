@@ -19,6 +19,7 @@ PRODUCE = r"""
 import json, sys
 from datetime import UTC, datetime
 from confluent_kafka import Producer
+from capturelab import gateway
 from capturelab.consent import ControlMessage, ControlType
 from capturelab.schema import Batch, DeviceClass, InputEvent, encode_batch, pseudonymize
 from capturelab.transport import Security, producer_config
@@ -38,10 +39,10 @@ if mode == "batches":
                            DeviceClass.MOUSE, 2, 0, i)
                 for i in range(25)
             )
-            p.produce("capture.events", key=cid, value=encode_batch(Batch(cid, pseud, events)))
+            p.produce(gateway.CAPTURE_TOPIC, key=cid, value=encode_batch(Batch(cid, pseud, events)))
 else:  # a control message made on the controller (hex): the node never holds the authority key
     value = bytes.fromhex(mode)
-    p.produce("capture.control", key=json.loads(value)["pseudonym"].encode(), value=value)
+    p.produce(gateway.CONTROL_TOPIC, key=json.loads(value)["pseudonym"].encode(), value=value)
 assert p.flush(60) == 0
 print(pseudonymize(secret, "bob").hex())
 """
