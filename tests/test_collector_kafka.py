@@ -67,8 +67,10 @@ def test_refuses_without_consent_then_captures_classes_only(kafka: LocalKafka, t
     found = batches(messages)
     assert {b.pseudonym for b in found} == {pseudonymize(SECRET, "p-0001")}
     events = [e for b in found for e in b.events if isinstance(e, InputEvent)]
-    keys = [e for e in events if e.device is DeviceClass.KEYBOARD and e.type == keys.EV_KEY]
-    assert keys and all(e.code >= KeyClass.UNKNOWN and e.flags & EventFlag.KEY_CLASS for e in keys)
+    pressed = [e for e in events if e.device is DeviceClass.KEYBOARD and e.type == keys.EV_KEY]
+    assert pressed and all(
+        e.code >= KeyClass.UNKNOWN and e.flags & EventFlag.KEY_CLASS for e in pressed
+    )
     assert any(e.device is DeviceClass.MOUSE and e.type == keys.EV_REL for e in events)
 
 
