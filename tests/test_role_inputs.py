@@ -320,3 +320,31 @@ def test_capturelab_venv_takes_a_whole_given_wheelhouse(tmp_path: Path, tool_env
     extra = _given_wheelhouse(tmp_path, ("wheels.tar", "NODE.SHA256SUMS", "requirements.txt"))
     res = _run(tmp_path, tool_env, "capturelab_venv", ["node-1"], extra)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({}, "capturelab_service_name '' must be 1-32"),
+        ({"capturelab_service_name": "Sink"}, "capturelab_service_name 'Sink' must be 1-32"),
+        (
+            {"capturelab_service_name": "sink", "capturelab_service_dirs": [{"path": "srv"}]},
+            "capturelab_service_dirs paths",
+        ),
+        (
+            {"capturelab_service_name": "sink",
+             "capturelab_service_secrets": [{"dest": "sink.password", "content": "x"}]},
+            "capturelab_service_secrets / capturelab_service_files",
+        ),
+    ],
+)  # fmt: skip
+def test_capturelab_service_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
+    res = _run(tmp_path, tool_env, "capturelab_service", ["node-1"], extra)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_capturelab_service_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
+    extra = {"capturelab_service_name": "sink", "capturelab_service_dirs": [{"path": "/srv/x"}]}
+    res = _run(tmp_path, tool_env, "capturelab_service", ["node-1"], extra)
+    assert res.returncode == 0, res.stdout[-3000:]
