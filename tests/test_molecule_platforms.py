@@ -66,3 +66,16 @@ def test_a_repeated_default_is_found():
          "env": {"container": "docker"}},
     ]}  # fmt: skip
     assert repeated(scenario, defaults) == ["n2.tmpfs", "n2.pull", "n2.env"]
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: str(p.relative_to(REPO / "roles")))
+def test_a_scenario_keeps_the_shared_test_sequence(path: Path):
+    """config.yml's sequence runs every step whose playbook a scenario has, and skips the rest."""
+    sequence = _load(path).get("scenario", {}).get("test_sequence")
+    assert sequence is None, f"{path.relative_to(REPO)} repeats a test_sequence: {sequence}"
+
+
+def test_the_shared_test_sequence_has_every_step():
+    sequence = _load(BASE / "config.yml")["scenario"]["test_sequence"]
+    assert sequence[0] == sequence[-1] == "destroy"
+    assert set(sequence) >= {"syntax", "create", "prepare", "converge", "idempotence", "side_effect", "verify"}
