@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "role_tags.yml"
 
@@ -20,6 +21,7 @@ def _tasks(tmp_path: Path, env: dict[str, str], tags: str) -> dict[str, list[str
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"children": {
         "collectors": {"hosts": {"pi5-1": {}}}, "storage": {"hosts": {"storage-01": {}}},
+        "gateways": {"hosts": {"gw-1": {}}}, "processing": {"hosts": {"gpu-1": {}}},
     }}}))  # fmt: skip
     res = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(PLAYBOOK), "--list-tasks", "--tags", tags],
@@ -37,20 +39,47 @@ def _tasks(tmp_path: Path, env: dict[str, str], tags: str) -> dict[str, list[str
     return plays
 
 
-@pytest.mark.parametrize(("role", "group"), [("collector", "collectors"), ("sink", "storage")])
-def test_each_phase_selects_its_tasks(tmp_path: Path, tool_env: dict[str, str], role, group):
-    phases = {
-        p: _tasks(tmp_path, tool_env, f"{role}_{p}")[group] for p in ("install", "configure", "run")
-    }
-    assert any(t.endswith("Enabled and running") for t in phases["run"]), phases["run"]
-    assert not any(
-        t.endswith(("Unit", "Configuration", "Service user (no login)")) for t in phases["run"]
-    )
-    assert any(t.endswith("Unit") for t in phases["configure"]), phases["configure"]
-    assert not any(
-        t.endswith(("Enabled and running", "Service user (no login)")) for t in phases["configure"]
-    )
-    assert any(t.endswith("Service user (no login)") for t in phases["install"]), phases["install"]
-    assert not any(t.endswith(("Enabled and running", "Unit")) for t in phases["install"])
-    for tasks in phases.values():
-        assert any("Input checks" in t or "Check the variables" in t for t in tasks), tasks
+# One task (`role : name`) that belongs to each phase of each role, so absent from its other phases.
+SERVICE = {
+    "install": "capturelab_service : Service user (no login)",
+    "configure": "capturelab_service : Unit",
+    "run": "capturelab_service : Enabled and running",
+}
+PHASES: dict[str, tuple[str, dict[str, str]]] = {
+    "common": ("all", {
+        "install": "common : Install base packages", "configure": "common : Set the hostname",
+    }),
+    "kafka": ("gateways", {
+        "install": "kafka : Kafka user",
+        "configure": "kafka : Broker configuration",
+        "run": "kafka : Kafka is enabled and running",
+    }),
+    "storage_array": ("storage", {
+        "install": "storage_array : Packages", "configure": "storage_array : Inspect the members and the array",
+    }),
+    "capturelab_venv": ("storage", {"install": "capturelab_venv : The venv"}),
+    "collector": ("collectors", SERVICE),
+    "sink": ("storage", SERVICE),
+    "processing_node": ("processing", {
+        "install": "processing_node : Copy the model wheels",
+        "configure": "processing_node : What this node is (read by the validation suites)",
+        "run": "processing_node : The training stack imports (torch, transformers, peft, trl, accelerate, datasets)",
+    }),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", sorted(PHASES))
+def test_each_phase_selects_its_tasks(tmp_path: Path, tool_env: dict[str, str], role: str):
+    group, markers = PHASES[role]
+    for phase, marker in markers.items():
+        tasks = _tasks(tmp_path, tool_env, f"{role}_{phase}")[group]
+        assert marker in tasks, f"{role}_{phase}: {marker!r} not in {tasks}"
+        others = [m for p, m in markers.items() if p != phase and m in tasks]
+        assert not others, f"{role}_{phase} also selects {others}"
+        assert _first_check(role) in tasks, f"{role}_{phase}: no input checks in {tasks}"
+
+
+def _first_check(role: str) -> str:
+    """The role's first input check, as --list-tasks names it (validate.yml runs with every tag)."""
+    checks = yaml.safe_load((PLAYBOOK.parents[2] / "roles" / role / "tasks" / "validate.yml").read_text())
+    return f"{role} : {checks[0]['name']}"
