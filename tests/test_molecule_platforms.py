@@ -78,4 +78,12 @@ def test_a_scenario_keeps_the_shared_test_sequence(path: Path):
 def test_the_shared_test_sequence_has_every_step():
     sequence = _load(BASE / "config.yml")["scenario"]["test_sequence"]
     assert sequence[0] == sequence[-1] == "destroy"
-    assert set(sequence) >= {"syntax", "create", "prepare", "converge", "idempotence", "side_effect", "verify"}
+    assert set(sequence) >= {
+        "syntax",
+        "create",
+        "prepare",
+        "converge",
+        "idempotence",
+        "side_effect",
+        "verify",
+    }

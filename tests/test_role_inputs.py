@@ -54,8 +54,16 @@ def _run(
     [
         (["gw-1"], {"kafka_replication_factor": 3}, "kafka_replication_factor (3)"),
         (["gw-1", "gw-2"], {"kafka_controller_count": 2}, "kafka_controller_count (2) must be odd"),
-        (["gw-1"], {"kafka_controller_count": 3}, "kafka_controller_count (3) must be at most the group size (1)"),
-        (["gw-1"], {"kafka_min_insync_replicas": 2}, "kafka_min_insync_replicas (2) must not exceed"),
+        (
+            ["gw-1"],
+            {"kafka_controller_count": 3},
+            "kafka_controller_count (3) must be at most the group size (1)",
+        ),
+        (
+            ["gw-1"],
+            {"kafka_min_insync_replicas": 2},
+            "kafka_min_insync_replicas (2) must not exceed",
+        ),
         (
             ["gw-1", "gw-2", "gw-3"],
             {"kafka_roles_mode": "split", "kafka_controller_count": 3},
@@ -100,9 +108,15 @@ def test_kafka_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
     ("extra", "needle"),
     [
         ({"common_journald_max_use": "lots"}, "common_journald_max_use must look like 512M"),
-        ({"common_journald_max_retention": "forever"}, "common_journald_max_retention must look like 30day"),
+        (
+            {"common_journald_max_retention": "forever"},
+            "common_journald_max_retention must look like 30day",
+        ),
         ({"common_firewall_ssh_port": 0}, "common_firewall_ssh_port must be 1-65535 (got 0)"),
-        ({"common_firewall_extra_ports": [{"port": 70000}]}, "common_firewall_extra_ports[].port must be 1-65535"),
+        (
+            {"common_firewall_extra_ports": [{"port": 70000}]},
+            "common_firewall_extra_ports[].port must be 1-65535",
+        ),
         (
             {"common_firewall_allowed_cidrs": ["10.0.0.0/8", "everywhere"]},
             "everywhere is not an IPv4 or IPv6 CIDR",

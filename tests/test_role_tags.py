@@ -81,5 +81,7 @@ def test_each_phase_selects_its_tasks(tmp_path: Path, tool_env: dict[str, str], 
 
 def _first_check(role: str) -> str:
     """The role's first input check, as --list-tasks names it (validate.yml runs with every tag)."""
-    checks = yaml.safe_load((PLAYBOOK.parents[2] / "roles" / role / "tasks" / "validate.yml").read_text())
+    checks = yaml.safe_load(
+        (PLAYBOOK.parents[2] / "roles" / role / "tasks" / "validate.yml").read_text()
+    )
     return f"{role} : {checks[0]['name']}"

@@ -41,7 +41,11 @@ def derived(tasks: list[Any], defaults: set[str]) -> Iterator[str]:
 
 def names_of(role: str) -> list[str]:
     base = REPO / "roles" / role
-    defaults = set(_load(base / "defaults" / "main.yml")) if (base / "defaults" / "main.yml").exists() else set()
+    defaults = (
+        set(_load(base / "defaults" / "main.yml"))
+        if (base / "defaults" / "main.yml").exists()
+        else set()
+    )
     found = list(_load(base / "vars" / "main.yml")) if (base / "vars" / "main.yml").exists() else []
     for path in sorted([*base.glob("tasks/*.yml"), *base.glob("handlers/*.yml")]):
         found.extend(derived(_load(path), defaults))
@@ -61,4 +65,9 @@ def test_a_derived_value_without_the_prefix_is_found():
         {"ansible.builtin.include_role": {"name": "x"}, "vars": {"x_input": 1}},
         {"ansible.builtin.debug": {"msg": "m"}, "vars": {"kafka_port": 1, "kafka_tmp": 2}},
     ]
-    assert list(derived(tasks, {"kafka_port"})) == ["kafka_probe", "__kafka_id", "kafka_rf", "kafka_tmp"]
+    assert list(derived(tasks, {"kafka_port"})) == [
+        "kafka_probe",
+        "__kafka_id",
+        "kafka_rf",
+        "kafka_tmp",
+    ]
