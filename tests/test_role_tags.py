@@ -85,3 +85,39 @@ def _first_check(role: str) -> str:
         (PLAYBOOK.parents[2] / "roles" / role / "tasks" / "validate.yml").read_text()
     )
     return f"{role} : {checks[0]['name']}"
+
+
+ROLES = (
+    "common",
+    "kafka",
+    "storage_array",
+    "sink",
+    "collector",
+    "processing_node",
+    "capturelab_venv",
+)
+PHASE_TAGS = {"always"} | {f"{r}_{p}" for r in ROLES for p in ("install", "configure", "run")}
+
+
+def test_every_task_has_a_phase(tmp_path: Path, tool_env: dict[str, str]):
+    """No task runs outside a phase: each one (imported roles' included) carries a phase tag."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {
+        g: {"hosts": {h: {}}} for g, h in
+        (("collectors", "pi5-1"), ("storage", "storage-01"), ("gateways", "gw-1"), ("processing", "gpu-1"))
+    }}}))  # fmt: skip
+    res = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(PLAYBOOK), "--list-tasks"],
+        env=tool_env, capture_output=True, text=True, check=False, timeout=180,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    listed = [
+        line.strip() for line in res.stdout.splitlines()
+        if "\tTAGS: [" in line and not line.strip().startswith("play #")
+    ]  # fmt: skip
+    assert len(listed) > 100, res.stdout[-2000:]
+    untagged = [
+        task for task in listed
+        if not PHASE_TAGS & {t.strip() for t in task.split("\tTAGS: [")[1].rstrip("]").split(",")}
+    ]  # fmt: skip
+    assert not untagged, f"tasks in no phase: {untagged}"
