@@ -1,15 +1,18 @@
 """The gateway's client settings live in one place per side, and every tier follows them.
 
 ``roles/capturelab_gateway/defaults/main.yml`` (Ansible) and ``capturelab.gateway`` (Python) hold
-the group, the client ports and the topic names; the kafka role, the collector and the sink take
-them from there. Overriding the capture topic's one variable must reach the kafka role's topic
-list and both clients' configs, and the old name must be written nowhere but those two places.
+the group, the ports and the topic names; the kafka role, the common role's firewall, the
+collector and the sink take them from there. Overriding the capture topic's one variable must
+reach the kafka role's topic list and both clients' configs, and the old name must be written
+nowhere but those two places; overriding a port must move the broker's listener, the gateway's
+firewall rule and the clients' bootstrap servers, and leave the old port in none of them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +48,7 @@ def test_role_defaults_equal_the_python_module():
         "capturelab_gateway_group": gateway.GATEWAY_GROUP,
         "capturelab_gateway_plaintext_port": gateway.PLAINTEXT_PORT,
         "capturelab_gateway_sasl_port": gateway.SASL_PORT,
+        "capturelab_gateway_controller_port": gateway.CONTROLLER_PORT,
         "capturelab_gateway_capture_topic": gateway.CAPTURE_TOPIC,
         "capturelab_gateway_control_topic": gateway.CONTROL_TOPIC,
     }
@@ -86,25 +90,50 @@ def _render(tmp_path: Path, env: dict[str, str], extra: dict[str, object]) -> di
     return {p.name: p.read_text() for p in sorted(out.iterdir())}
 
 
+PORTS = {
+    "plaintext": gateway.PLAINTEXT_PORT,
+    "controller": gateway.CONTROLLER_PORT,
+    "sasl": gateway.SASL_PORT,
+}
+MOVED = {"plaintext": 19092, "controller": 19093, "sasl": 19094}
+
+
+def _firewall_ports(nft: str) -> set[int]:
+    return {int(m) for m in re.findall(r"tcp dport (\d+) accept", nft)}
+
+
 @pytest.mark.parametrize(
-    ("extra", "topic", "port"),
+    ("extra", "topic", "ports"),
     [
-        ({}, gateway.CAPTURE_TOPIC, gateway.PLAINTEXT_PORT),
-        ({"capturelab_gateway_capture_topic": "lab.frames", "capturelab_gateway_plaintext_port": 19092},
-         "lab.frames", 19092),
+        ({}, gateway.CAPTURE_TOPIC, PORTS),
+        ({"capturelab_gateway_capture_topic": "lab.frames",
+          **{f"capturelab_gateway_{k}_port": v for k, v in MOVED.items()}},
+         "lab.frames", MOVED),
     ],
 )  # fmt: skip
 def test_one_variable_reaches_every_tier(
-    tmp_path: Path, tool_env: dict[str, str], extra: dict[str, object], topic: str, port: int
-):
+    tmp_path: Path, tool_env: dict[str, str], extra: dict[str, object], topic: str,
+    ports: dict[str, int],
+):  # fmt: skip
     rendered = _render(tmp_path, tool_env, extra)
-    assert set(rendered) == {"kafka_topics.json", "collector.yml", "sink.yml"}
+    assert set(rendered) == {
+        "kafka_topics.json", "server.properties", "nftables.conf", "collector.yml", "sink.yml"
+    }  # fmt: skip
     assert json.loads(rendered["kafka_topics.json"]) == [topic, gateway.CONTROL_TOPIC]
     for name in ("collector.yml", "sink.yml"):
         config = yaml.safe_load(rendered[name])
         assert config["capture_topic"] == topic, name
         assert config["control_topic"] == gateway.CONTROL_TOPIC, name
-        assert config["bootstrap_servers"] == f"gw-1:{port}", name
+        assert config["bootstrap_servers"] == f"gw-1:{ports['plaintext']}", name
+    props = rendered["server.properties"]
+    assert f"PLAINTEXT://0.0.0.0:{ports['plaintext']}" in props
+    assert f"CONTROLLER://0.0.0.0:{ports['controller']}" in props
+    assert f"1@gw-1:{ports['controller']}" in props
+    opened = _firewall_ports(rendered["nftables.conf"])
+    assert set(ports.values()) <= opened, opened
+    if ports != PORTS:
+        assert not set(PORTS.values()) & opened, opened
+        assert not any(re.search(rf"\b{p}\b", props) for p in PORTS.values()), props
     if topic != gateway.CAPTURE_TOPIC:
         assert not any(gateway.CAPTURE_TOPIC in text for text in rendered.values())
 
