@@ -86,7 +86,30 @@ def _run(
                     {"name": "t", "partitions": 1, "retention_hours": 1, "cleanup": "shred"}
                 ]
             },
-            "kafka_topics entry t",
+            "kafka_topics entry t: cleanup must be delete",
+        ),
+        (
+            ["gw-1"],
+            {
+                "kafka_topics": [
+                    {"name": "t", "partitions": 1, "retention_hours": 1, "replication": 2}
+                ]
+            },
+            "kafka_topics entry t: replication must be 1-1",
+        ),
+        (
+            ["gw-1"],
+            {
+                "kafka_topics": [
+                    {"name": "t", "partitions": 1, "retention_hours": 1, "compression": "xz"}
+                ]
+            },
+            "kafka_topics entry t: compression must be producer",
+        ),
+        (
+            ["gw-1"],
+            {"kafka_topics": [{"name": "t t", "partitions": 1, "retention_hours": 1}]},
+            "kafka_topics entry t t: name must be 1-249",
         ),
         (["gw-1"], {"kafka_install_method": "tarball_local"}, "kafka_tarball_local_path"),
         (["gw-1"], {"kafka_plaintext_enabled": False}, "brokers would have no client listener"),
@@ -123,7 +146,15 @@ def test_kafka_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
         ),
         (
             {"common_firewall_group_ports": {"gateways": [{"port": 99999}]}},
-            "common_firewall_group_ports.gateways",
+            "common_firewall_group_ports.gateways[].port must be 1-65535",
+        ),
+        (
+            {"common_firewall_group_ports": {"storage": [{"port": 80, "proto": "sctp"}]}},
+            "common_firewall_group_ports.storage[].proto must be tcp or udp",
+        ),
+        (
+            {"common_firewall_group_ports": {"storage": {"port": 80}}},
+            "common_firewall_group_ports.storage must be a list",
         ),
     ],
 )
@@ -227,6 +258,14 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
             "sink_bootstrap_servers is empty: the group brokers",
         ),
         ({"sink_security_enabled": True}, "sink_security_enabled needs sink_kafka_password"),
+        (
+            {
+                "sink_security_enabled": True,
+                "sink_kafka_password": "pw",
+                "capturelab_gateway_ca_file": "",
+            },
+            "sink_security_enabled needs capturelab_gateway_ca_file",
+        ),
         ({"sink_retention_days": 0}, "sink_retention_days must be >= 1, got 0"),
         ({"sink_region": "EU"}, "is in region EU, which is in sink_excluded_regions"),
         (
@@ -303,7 +342,14 @@ def test_consent_authority_missing_trust_names_the_variable(
             "processing_node_nvidia_source must be nvidia or debian",
         ),
         ({"processing_node_power_limit_w": -5}, "processing_node_power_limit_w must be 0"),
-        ({"processing_node_runs_dir": "runs"}, "must be absolute paths"),
+        (
+            {"processing_node_runs_dir": "runs"},
+            "processing_node_runs_dir must be an absolute path, got runs",
+        ),
+        (
+            {"processing_node_datasets_dir": "ds"},
+            "processing_node_datasets_dir must be an absolute path, got ds",
+        ),
         ({"processing_node_base_model": ""}, "processing_node_base_model is empty"),
         (
             {
@@ -358,12 +404,17 @@ def test_capturelab_venv_takes_a_whole_given_wheelhouse(tmp_path: Path, tool_env
         ({"capturelab_service_name": "Sink"}, "capturelab_service_name 'Sink' must be 1-32"),
         (
             {"capturelab_service_name": "sink", "capturelab_service_dirs": [{"path": "srv"}]},
-            "capturelab_service_dirs paths",
+            "capturelab_service_dirs[].path must be absolute paths",
         ),
         (
             {"capturelab_service_name": "sink",
              "capturelab_service_secrets": [{"dest": "sink.password", "content": "x"}]},
-            "capturelab_service_secrets / capturelab_service_files",
+            "capturelab_service_secrets[].dest must be absolute paths",
+        ),
+        (
+            {"capturelab_service_name": "sink",
+             "capturelab_service_files": [{"src": "/etc/ssl/ca.pem", "dest": "ca.pem"}]},
+            "capturelab_service_files[].dest must be absolute paths",
         ),
     ],
 )  # fmt: skip
