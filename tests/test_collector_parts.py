@@ -69,10 +69,12 @@ def test_gate_revocation_ends_the_window_and_is_announced_once(tmp_path: Path):
     verdict = gate.check()
     assert not verdict.allowed and verdict.ended is not None and "revoked" in verdict.reason
     gate.check()
-    assert _announced(spool) == [ControlType.CONSENT_REVOKED, ControlType.ERASURE_REQUESTED]
+    announced = _announced(spool)
+    assert announced == [ControlType.CONSENT_REVOKED, ControlType.ERASURE_REQUESTED]
+    spool.close()
     again, spool_again = _gate(tmp_path)  # a restart remembers what it announced
     again.check()
-    assert _announced(spool_again) == _announced(spool)
+    assert _announced(spool_again) == announced
 
 
 def test_gate_refuses_an_altered_record(tmp_path: Path):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from capturelab.collector import spool as spool_module
 from capturelab.collector.spool import Spool
 from capturelab.errors import InputError
 
@@ -18,11 +24,13 @@ def test_items_keep_their_order_and_state_survives_a_restart(tmp_path: Path) -> 
     spool.put_control("capture.control", b"k", b"{}")
     spool.put_batch(b"b" * 10, next_seq=9)
     assert [i.path.suffix for i in spool.pending()] == [".batch", ".ctl", ".batch"]
+    spool.close()  # the daemon stops (or dies: the kernel drops its lock the same way)
     again = Spool(tmp_path, MIB)
     assert again.next_seq == 9 and again.next_item == 3
     assert [i.number for i in again.pending()] == [0, 1, 2]
     assert again.depth() == (3, 10 + len(again.pending()[1].path.read_bytes()) + 10)
     again.done(again.pending()[0])
+    again.close()
     assert [i.number for i in Spool(tmp_path, MIB).pending()] == [1, 2]
 
 
@@ -33,12 +41,14 @@ def test_sequence_numbers_never_go_back(tmp_path: Path) -> None:
         spool.put_batch(b"y", next_seq=50)
     for item in spool.pending():
         spool.done(item)  # delivered and deleted: the state still remembers
+    spool.close()
     assert Spool(tmp_path, MIB).next_seq == 100
 
 
 def test_a_damaged_state_file_stops_the_spool_with_its_name(tmp_path: Path) -> None:
     spool = Spool(tmp_path, MIB)
     spool.put_batch(b"x", next_seq=3)
+    spool.close()
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(InputError, match=r"state.json: the spool state is damaged"):
         Spool(tmp_path, MIB)
@@ -65,3 +75,92 @@ def test_quarantine_keeps_the_record_and_the_reason(tmp_path: Path) -> None:
     spool.quarantine("/dev/input/event3", b"\x01\x02", "type 0x40 above EV_MAX")
     text = (tmp_path / "quarantine" / "records.jsonl").read_text()
     assert "0102" in text and "EV_MAX" in text and "event3" in text
+
+
+HOLD = (
+    "import sys, time; from pathlib import Path; from capturelab.collector.spool import Spool; "
+    "Spool(Path(sys.argv[1]), 1 << 20); print('held', flush=True); time.sleep(60)"
+)
+
+
+def _holder(root: Path) -> subprocess.Popen[str]:
+    """Another process (a second daemon) that opens the spool and keeps it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_is_refused_naming_the_spool_and_the_holder(tmp_path: Path) -> None:
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(InputError, match=rf"{tmp_path}: .*another process \(pid {proc.pid}\)"):
+            Spool(tmp_path, MIB)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_lock_of_a_killed_daemon_is_taken_over(tmp_path: Path, caplog) -> None:
+    proc = _holder(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    spool = Spool(tmp_path, MIB)  # the lock file still names the dead pid
+    assert f"took over the lock of pid {proc.pid}" in caplog.text
+    assert (tmp_path / "lock").read_text().strip() == str(os.getpid())
+    spool.close()
+
+
+def test_a_failed_write_burns_no_sequence_and_pauses_until_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, 64 * MIB)
+    spool.put_batch(b"a" * 100, next_seq=100)
+    state = (tmp_path / "state.json").read_bytes()
+    real = spool_module._write_synced
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(spool_module, "_write_synced", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        spool.put_batch(b"b" * 100, next_seq=200)
+    assert (spool.next_seq, spool.next_item) == (100, 1)
+    assert (tmp_path / "state.json").read_bytes() == state
+    assert list((tmp_path / "tmp").iterdir()) == []
+    monkeypatch.setattr(spool_module, "_write_synced", real)
+    monkeypatch.setattr(Spool, "_room", lambda self: 0)  # still no room
+    assert spool.full()
+    assert "No space left" in spool.pause_reason()
+    spool.done(spool.pending()[0])  # delivering the backlog is not room on the file system
+    assert spool.full()
+    monkeypatch.setattr(Spool, "_room", lambda self: 1 << 40)
+    assert not spool.full()
+    assert spool.put_batch(b"b" * 100, next_seq=200).number == 1
+    spool.close()
+    again = Spool(tmp_path, 64 * MIB)
+    assert (again.next_seq, [i.number for i in again.pending()]) == (200, [1])
+
+
+FILL = (
+    "import resource, signal, sys; from pathlib import Path; "
+    "from capturelab.collector.spool import Spool; "
+    "spool = Spool(Path(sys.argv[1]), 1 << 26); spool.put_batch(b'a' * 100, next_seq=100); "
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY)); "
+    "exec('try:\\n spool.put_batch(bytes(1 << 20), next_seq=200)\\nexcept OSError as e:\\n print(e.errno)')"
+)
+
+
+def test_a_real_failed_write_hands_the_same_sequences_out_again(tmp_path: Path) -> None:
+    """A write the kernel refuses (here EFBIG: a file-size limit, as a full card refuses with
+    ENOSPC) must not move the persisted sequence: the daemon that starts next hands out 100."""
+    res = subprocess.run(
+        [sys.executable, "-c", FILL, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert res.stdout.strip() == str(errno.EFBIG), res.stderr
+    again = Spool(tmp_path, 1 << 26)
+    assert again.next_seq == 100, "the failed batch's sequences were burned"
+    assert [i.number for i in again.pending()] == [0]
+    again.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,12 +13,14 @@ import pytest
 from collectorkit import collector_config, running, wait_for, write_consent
 from confluent_kafka import KafkaError
 
+from capturelab.collector import spool as spool_module
 from capturelab.collector import synth
 from capturelab.collector.config import load_config
 from capturelab.collector.daemon import Collector
 from capturelab.collector.delivery import Delivery
 from capturelab.collector.spool import Spool
-from capturelab.errors import InputError
+from capturelab.errors import HostEnvironmentError, InputError
+from capturelab.schema import decode_batch
 
 
 class Gate:
@@ -198,3 +203,41 @@ def test_person_names_setting(tmp_path: Path) -> None:
     assert collector_config(tmp_path, "127.0.0.1:9092", person_names=True).person_names
     with pytest.raises(InputError, match="field person_names must be true or false"):
         collector_config(tmp_path, "127.0.0.1:9092", person_names="yes")
+
+
+def test_a_full_card_pauses_capture_through_consent_checks_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on a seal: capture pauses (devices closed), stays paused through every consent
+    check until the file system has room, then resumes; every sealed event goes out once, in
+    order, from sequence 0 (none burned by the failed writes)."""
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    write_consent(config.consent_file, ["keys:timing", "mouse"])
+    Gate.open, Gate.sent = True, []
+    room = {"bytes": 0}
+    real = spool_module._write_synced
+
+    def card(path: Path, data: bytes) -> None:
+        if not room["bytes"] and path.suffix == ".batch":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(spool_module, "_write_synced", card)
+    monkeypatch.setattr(Spool, "_room", lambda self: room["bytes"])
+    injector = synth.FifoInjector(config.inject_dir, write_timeout_s=2)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: len(c.readers) == 2, "capture")
+        with contextlib.suppress(HostEnvironmentError):  # the daemon stopped reading: it paused
+            synth.play(synth.build_session(3, 10, canaries=False), injector, 0)
+        wait_for(lambda: c.state == "paused" and "No space left" in c.reason, "the pause")
+        assert c.readers == {}
+        time.sleep(1.0)  # five consent checks (every 0.2 s)
+        assert (c.state, c.readers) == ("paused", {}), c.reason
+        assert c.status()["spool"]["full"]
+        room["bytes"] = 1 << 40
+        wait_for(lambda: c.state == "capturing" and len(c.readers) == 2, "the resume")
+        wait_for(c.settled, "delivery")
+        sealed = c.counters.sealed_events
+    injector.close()
+    seqs = [e.seq for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events]
+    assert sealed > 0 and seqs == list(range(sealed))

@@ -328,18 +328,16 @@ class Collector:
             self._next_status = now + cfg.status_interval_s
 
     def _capture_allowed_by_spool(self) -> bool:
-        """Pause capture (close the devices) while the spool is full; resume below the mark."""
+        """Pause capture (close the devices) while the spool is full or cannot be written;
+        resume below the mark, or once the file system has room again. A consent check in
+        between does not resume it (this runs after it, every pass)."""
         capturing = self.edge is not None
         if capturing and self.spool.full():
+            self.state, self.reason = "paused", f"capture paused: {self.spool.pause_reason()}"
             if not self._spool_paused:
-                log.warning("spool full: capture paused until the gateway takes the backlog")
+                log.warning("%s", self.reason)
                 self.devices.close_devices()
                 self._spool_paused = True
-            self.state = "paused"
-            self.reason = (
-                f"capture paused: spool full ({self.spool.depth()[1]} of {self.spool.max_bytes} "
-                "bytes); it resumes when the gateway takes the backlog"
-            )
             return False
         if self._spool_paused and not self.spool.full():
             log.info("spool below its resume mark: capture resumes")
@@ -383,3 +381,4 @@ class Collector:
             self.delivery.stop(drain_s)
         self.write_status()
         self.control.close()
+        self.spool.close()  # the next daemon on this spool may start

@@ -5,30 +5,45 @@ Layout under the spool directory (the only path the service may write):
 ``queue/<item>.batch``   a framed batch (the exact Kafka value), named by a 20-digit item number
 ``queue/<item>.ctl``     a control message (JSON: topic, key, value) such as an erasure request
 ``state.json``           the next sequence number and item number (written atomically)
+``lock``                 held (``flock``, exclusive) by the one process that owns the spool; it
+                         holds that process's pid for the message a second one gets
 ``quarantine/``          malformed raw input records, with a reason log
 ``tmp/``                 files being written (renamed into ``queue/`` once fsync'd)
 
-Items are delivered in item order and deleted once Kafka acknowledged them (acks=all). The
-state (the batch's last sequence + 1) is written (fsync, rename) *before* the batch enters the
-queue, so a sequence number that reached the queue is never handed out again, even when its
-batch is delivered and deleted just before a crash. Events not yet sealed live only in memory:
-a crash loses them (at most one batch interval) and their numbers are reused, so nothing sent is
-ever duplicated or contradicted.
+One process owns a spool: a second ``Spool`` on the same folder (another daemon, a second
+collector configured with the same spool) is refused, naming the folder and the holder's pid.
+The kernel drops the lock with its holder, so the lock of a killed daemon is taken over (and
+said so) by the next start; there is no stale lock to clean by hand.
+
+Items are delivered in item order and deleted once Kafka acknowledged them (acks=all). A batch
+is written whole (fsync) in ``tmp/`` first, then the state (the batch's last sequence + 1) is
+written (fsync, rename), then the batch is renamed into the queue. So a sequence number that
+reached the queue is never handed out again, even when its batch is delivered and deleted just
+before a crash; and a write that fails (ENOSPC, EIO) changes neither the state nor the queue:
+the same sequence numbers go to the next try, none is burned. Events not yet sealed live only in
+memory: a crash loses them (at most one batch interval) and their numbers are reused, so nothing
+sent is ever duplicated or contradicted.
 
 The spool is bounded: ``full()`` tells the daemon to stop capturing (it never drops a batch it
-has sealed; a seal may overshoot the bound by one batch).
+has sealed; a seal may overshoot the bound by one batch). A failed write pauses it as well, and
+it stays paused until the file system has room again (``pause_reason()`` says which).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from capturelab.durable import write_atomic
+from capturelab.durable import fsync_dir
 from capturelab.errors import InputError
+
+log = logging.getLogger(__name__)
 
 ITEM_DIGITS = 20
 BATCH = ".batch"
@@ -56,11 +71,15 @@ class Spool:
         self.queue = root / "queue"
         self.tmp = root / "tmp"
         self.quarantine_dir = root / "quarantine"
+        root.mkdir(parents=True, exist_ok=True)
+        self._owner = _take_lock(root / "lock")  # before anything in the spool is touched
         for d in (self.queue, self.tmp, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
         for stale in self.tmp.iterdir():
             stale.unlink()
         self._lock = threading.Lock()
+        self._write_error = ""  # why the last write failed; capture stays paused until room
+        self._needed = 0  # bytes the failed write needed
         self._items: dict[int, Item] = {}
         for path in self.queue.iterdir():
             stem, suffix = path.stem, path.suffix
@@ -91,22 +110,40 @@ class Spool:
 
     def _save_state(self, next_seq: int, next_item: int) -> None:
         doc = {"next_seq": next_seq, "next_item": next_item, "updated": time.time()}
-        write_atomic(self.root / "state.json", json.dumps(doc).encode(), self.tmp)
+        path = self.tmp / "state.json"
+        _write_synced(path, json.dumps(doc).encode())
+        path.replace(self.root / "state.json")
+        fsync_dir(self.root)
+
+    def close(self) -> None:
+        """Give the spool up (the lock goes with it); the process's exit does the same."""
+        if self._owner >= 0:
+            os.close(self._owner)
+            self._owner = -1
 
     # --- writing ----------------------------------------------------------------------------
 
     def _enqueue(self, data: bytes, suffix: str, next_seq: int | None = None) -> Item:
+        """Write the item whole, then the state, then rename it into the queue (see above)."""
         with self._lock:
             number = self.next_item
             seq = self.next_seq if next_seq is None else next_seq
             if seq < self.next_seq:
                 raise ValueError(f"sequence {seq} is behind the spool's {self.next_seq}")
-            self._save_state(seq, number + 1)
+            name = f"{number:0{ITEM_DIGITS}d}{suffix}"
+            try:
+                _write_synced(self.tmp / name, data)
+                self._save_state(seq, number + 1)
+            except OSError as exc:
+                (self.tmp / name).unlink(missing_ok=True)
+                self._write_error = f"cannot write the spool {self.root}: {exc.strerror}"
+                self._needed, self._paused = len(data) + (1 << 20), True
+                raise
             self.next_seq, self.next_item = seq, number + 1
-        path = self.queue / f"{number:0{ITEM_DIGITS}d}{suffix}"
-        write_atomic(path, data, self.tmp)
-        item = Item(number, path, len(data))
-        with self._lock:
+            path = self.queue / name
+            (self.tmp / name).replace(path)
+            fsync_dir(self.queue)
+            item = Item(number, path, len(data))
             self._items[number] = item
             self._bytes += item.size
             if self._bytes >= self.max_bytes:
@@ -142,7 +179,7 @@ class Spool:
         with self._lock:
             if self._items.pop(item.number, None) is not None:
                 self._bytes -= item.size
-            if self._paused and self._bytes <= self.resume_bytes:
+            if self._paused and not self._write_error and self._bytes <= self.resume_bytes:
                 self._paused = False
 
     @staticmethod
@@ -153,11 +190,58 @@ class Spool:
     # --- bounds -----------------------------------------------------------------------------
 
     def full(self) -> bool:
-        """Capture must pause: the spool reached its bound (it resumes below 90 % of it)."""
+        """Capture must pause: the spool reached its bound (it resumes below 90 % of it), or
+        a write failed and the file system has not had room for it since."""
         with self._lock:
+            if self._write_error and self._room() >= self._needed:
+                log.info("the spool has room again (%s before)", self._write_error)
+                self._write_error = ""
+                self._paused = self._bytes > self.resume_bytes
             return self._paused
+
+    def pause_reason(self) -> str:
+        """Why ``full()`` is true: the failed write, else the bound."""
+        with self._lock:
+            if self._write_error:
+                return f"{self._write_error}; capture resumes when it has room again"
+            return (
+                f"spool full ({self._bytes} of {self.max_bytes} bytes); it resumes when the "
+                "gateway takes the backlog"
+            )
+
+    def _room(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
 
     def depth(self) -> tuple[int, int]:
         """(items, bytes) waiting for delivery."""
         with self._lock:
             return len(self._items), self._bytes
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _take_lock(path: Path) -> int:
+    """Hold ``path`` exclusively for this process (its pid inside), or refuse naming the holder."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        who = "this process" if holder == str(os.getpid()) else "another process"
+        raise InputError(
+            f"{path.parent}: the spool is in use by {who} (pid {holder}); one collector owns a "
+            "spool: stop the other one, or give this one its own spool_dir"
+        ) from None
+    before = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    if before and before != str(os.getpid()):
+        log.warning("%s: took over the lock of pid %s, which no longer holds it", path, before)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
