@@ -110,6 +110,28 @@ def test_the_lock_of_a_killed_daemon_is_taken_over(tmp_path: Path, caplog) -> No
     assert f"took over the lock of pid {proc.pid}" in caplog.text
     assert (tmp_path / "lock").read_text().strip() == str(os.getpid())
     spool.close()
+    caplog.clear()
+    clean = "import sys; from pathlib import Path; from capturelab.collector.spool import Spool; "
+    subprocess.run(  # another daemon that starts and stops cleanly leaves nothing to take over
+        [sys.executable, "-c", clean + "Spool(Path(sys.argv[1]), 1 << 20).close()", str(tmp_path)],
+        check=True,
+    )
+    Spool(tmp_path, MIB).close()
+    assert "took over" not in caplog.text
+
+
+def test_a_batch_written_before_a_crash_between_state_and_rename_is_queued(tmp_path: Path) -> None:
+    """The state counts item 1 (sequences up to 200) but the crash came before its rename."""
+    spool = Spool(tmp_path, MIB)
+    spool.put_batch(b"a", next_seq=100)
+    spool.close()
+    (tmp_path / "tmp" / f"{1:020d}.batch").write_bytes(b"b")  # written whole, then the state:
+    (tmp_path / "state.json").write_text('{"next_seq": 200, "next_item": 2}')
+    (tmp_path / "tmp" / f"{2:020d}.batch").write_bytes(b"half")  # not counted: a half write
+    again = Spool(tmp_path, MIB)
+    assert [(i.number, i.path.read_bytes()) for i in again.pending()] == [(0, b"a"), (1, b"b")]
+    assert again.next_seq == 200 and list((tmp_path / "tmp").iterdir()) == []
+    again.close()
 
 
 def test_a_failed_write_burns_no_sequence_and_pauses_until_there_is_room(

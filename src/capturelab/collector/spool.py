@@ -75,8 +75,7 @@ class Spool:
         self._owner = _take_lock(root / "lock")  # before anything in the spool is touched
         for d in (self.queue, self.tmp, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
-        for stale in self.tmp.iterdir():
-            stale.unlink()
+        self._finish_interrupted_writes()
         self._lock = threading.Lock()
         self._write_error = ""  # why the last write failed; capture stays paused until room
         self._needed = 0  # bytes the failed write needed
@@ -90,6 +89,26 @@ class Spool:
         self._paused = self._bytes >= self.max_bytes
 
     # --- state ------------------------------------------------------------------------------
+
+    def _finish_interrupted_writes(self) -> None:
+        """An item in ``tmp/`` whose number the saved state already counts was written whole
+        before the state (a crash came before its rename): it enters the queue, or its
+        sequence numbers would be lost. Anything else in ``tmp/`` is a half write: removed."""
+        counted = 0
+        state = self.root / "state.json"
+        if state.exists():
+            try:
+                counted = int(json.loads(state.read_text())["next_item"])
+            except (ValueError, KeyError, TypeError):
+                counted = 0  # _load_state names the damage
+        for path in self.tmp.iterdir():
+            stem, suffix = path.stem, path.suffix
+            if suffix in (BATCH, CONTROL) and stem.isdigit() and int(stem) < counted:
+                path.replace(self.queue / path.name)
+                log.warning("%s: finished an interrupted write (%s)", self.root, path.name)
+            else:
+                path.unlink()
+        fsync_dir(self.queue)
 
     def _load_state(self) -> tuple[int, int]:
         path = self.root / "state.json"
@@ -116,8 +135,10 @@ class Spool:
         fsync_dir(self.root)
 
     def close(self) -> None:
-        """Give the spool up (the lock goes with it); the process's exit does the same."""
+        """Give the spool up (the lock goes with it; a crash or kill does the same, but leaves
+        the pid in the file, so the next start can say it took a dead holder's lock over)."""
         if self._owner >= 0:
+            os.ftruncate(self._owner, 0)
             os.close(self._owner)
             self._owner = -1
 
@@ -133,6 +154,7 @@ class Spool:
             name = f"{number:0{ITEM_DIGITS}d}{suffix}"
             try:
                 _write_synced(self.tmp / name, data)
+                fsync_dir(self.tmp)  # its name too, before the state counts it
                 self._save_state(seq, number + 1)
             except OSError as exc:
                 (self.tmp / name).unlink(missing_ok=True)
@@ -151,7 +173,7 @@ class Spool:
         return item
 
     def put_batch(self, frame: bytes, next_seq: int) -> Item:
-        """Queue a sealed batch; ``next_seq`` (its last sequence + 1) is persisted first."""
+        """Queue a sealed batch; ``next_seq`` (its last sequence + 1) is persisted with it."""
         return self._enqueue(frame, BATCH, next_seq)
 
     def put_control(self, topic: str, key: bytes, value: bytes) -> Item:
