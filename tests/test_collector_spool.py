@@ -140,18 +140,18 @@ def test_a_failed_write_burns_no_sequence_and_pauses_until_there_is_room(
     spool = Spool(tmp_path, 64 * MIB)
     spool.put_batch(b"a" * 100, next_seq=100)
     state = (tmp_path / "state.json").read_bytes()
-    real = spool_module._write_synced
+    real = spool_module.write_synced
 
     def full_disk(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(spool_module, "_write_synced", full_disk)
+    monkeypatch.setattr(spool_module, "write_synced", full_disk)
     with pytest.raises(OSError, match="No space left"):
         spool.put_batch(b"b" * 100, next_seq=200)
     assert (spool.next_seq, spool.next_item) == (100, 1)
     assert (tmp_path / "state.json").read_bytes() == state
     assert list((tmp_path / "tmp").iterdir()) == []
-    monkeypatch.setattr(spool_module, "_write_synced", real)
+    monkeypatch.setattr(spool_module, "write_synced", real)
     monkeypatch.setattr(Spool, "_room", lambda self: 0)  # still no room
     assert spool.full()
     assert "No space left" in spool.pause_reason()

@@ -215,14 +215,14 @@ def test_a_full_card_pauses_capture_through_consent_checks_and_loses_nothing(
     write_consent(config.consent_file, ["keys:timing", "mouse"])
     Gate.open, Gate.sent = True, []
     room = {"bytes": 0}
-    real = spool_module._write_synced
+    real = spool_module.write_synced
 
     def card(path: Path, data: bytes) -> None:
         if not room["bytes"] and path.suffix == ".batch":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(path, data)
 
-    monkeypatch.setattr(spool_module, "_write_synced", card)
+    monkeypatch.setattr(spool_module, "write_synced", card)
     monkeypatch.setattr(Spool, "_room", lambda self: room["bytes"])
     injector = synth.FifoInjector(config.inject_dir, write_timeout_s=2)
     with running(Collector(config, producer_factory=Gate)) as c:

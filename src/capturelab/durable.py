@@ -26,12 +26,17 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = tmp_dir if tmp_dir is not None else path.parent
     tmp = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with tmp.open("wb") as fh:
+    write_synced(tmp, data)
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``path`` whole and fsync its data (the caller makes its name durable)."""
+    with path.open("wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def point_latest(folder: Path, name: str) -> None:

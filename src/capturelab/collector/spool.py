@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from capturelab.durable import fsync_dir
+from capturelab.durable import fsync_dir, write_atomic, write_synced
 from capturelab.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,7 @@ class Spool:
 
     def _save_state(self, next_seq: int, next_item: int) -> None:
         doc = {"next_seq": next_seq, "next_item": next_item, "updated": time.time()}
-        path = self.tmp / "state.json"
-        _write_synced(path, json.dumps(doc).encode())
-        path.replace(self.root / "state.json")
-        fsync_dir(self.root)
+        write_atomic(self.root / "state.json", json.dumps(doc).encode(), self.tmp)
 
     def close(self) -> None:
         """Give the spool up (the lock goes with it; a crash or kill does the same, but leaves
@@ -153,7 +150,7 @@ class Spool:
                 raise ValueError(f"sequence {seq} is behind the spool's {self.next_seq}")
             name = f"{number:0{ITEM_DIGITS}d}{suffix}"
             try:
-                _write_synced(self.tmp / name, data)
+                write_synced(self.tmp / name, data)
                 fsync_dir(self.tmp)  # its name too, before the state counts it
                 self._save_state(seq, number + 1)
             except OSError as exc:
@@ -239,13 +236,6 @@ class Spool:
         """(items, bytes) waiting for delivery."""
         with self._lock:
             return len(self._items), self._bytes
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _take_lock(path: Path) -> int:
