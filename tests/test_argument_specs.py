@@ -19,7 +19,9 @@ def _load(path: Path) -> Any:
 def _specs(role: str) -> dict[str, Any]:
     path = REPO / "roles" / role / "meta" / "argument_specs.yml"
     assert path.exists(), f"{role}: meta/argument_specs.yml is missing"
-    options: dict[str, Any] = _load(path)["argument_specs"]["main"]["options"]
+    points: dict[str, Any] = _load(path)["argument_specs"]
+    # An internal role called only with tasks_from has no main; its entry points share one set.
+    options: dict[str, Any] = points.get("main", next(iter(points.values())))["options"]
     return options
 
 

@@ -13,11 +13,20 @@ from pathlib import Path
 import pytest
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "role_validate.yml"
+# main: the role applied by a play with --tags always, so every check before a change runs.
+WHOLE_ROLE = Path(__file__).parent / "playbooks" / "role_checks.yml"
 
 
 def _run(
-    tmp_path: Path, env: dict[str, str], role: str, hosts: list[str], extra: dict[str, object]
+    tmp_path: Path,
+    env: dict[str, str],
+    role: str,
+    hosts: list[str],
+    extra: dict[str, object],
+    *,
+    tasks: str = "validate",
 ):
+    """Run one entry point of a role; main runs with --tags always: every check before a change."""
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         json.dumps(
@@ -35,11 +44,12 @@ def _run(
             "ansible-playbook",
             "-i",
             str(inventory),
-            str(PLAYBOOK),
+            str(WHOLE_ROLE if tasks == "main" else PLAYBOOK),
             "-e",
             f"role_under_test={role}",
             "-e",
-            json.dumps(extra),
+            json.dumps({"tasks_under_test": tasks, **extra}),
+            *(["--tags", "always"] if tasks == "main" else []),
         ],
         env=env,
         capture_output=True,
@@ -222,7 +232,10 @@ COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_r
         ),
         ({"collector_id": "Pi 5"}, "collector_id Pi 5 must be 1-32"),
         ({"collector_participant_id": "p-9"}, "has no record with that participant_id"),
-        ({"collector_spool_dir": "spool"}, "collector_spool_dir must be an absolute path"),
+        (
+            {"collector_spool_dir": "spool"},
+            "collector_spool_dir must be an absolute path, got spool",
+        ),
         (
             {"capturelab_gateway_group": "brokers"},
             "collector_bootstrap_servers is empty: the group brokers has no hosts",
@@ -231,10 +244,20 @@ COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_r
             {"collector_security_enabled": True},
             "collector_security_enabled needs collector_kafka_password",
         ),
+        (
+            {
+                "collector_security_enabled": True,
+                "collector_kafka_password": "pw",
+                "capturelab_gateway_ca_file": "",
+            },
+            "collector: collector_security_enabled needs capturelab_gateway_ca_file",
+        ),
+        # The argument specs run too (main's): a type a validate.yml does not check.
+        ({"collector_spool_max_bytes": "lots"}, "collector_spool_max_bytes"),
     ],
 )
 def test_collector_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
-    res = _run(tmp_path, tool_env, "collector", ["pi5-1"], {**COLLECTOR_OK, **extra})
+    res = _run(tmp_path, tool_env, "collector", ["pi5-1"], {**COLLECTOR_OK, **extra}, tasks="main")
     assert res.returncode != 0, res.stdout[-2000:]
     assert needle in res.stdout, res.stdout[-3000:]
 
@@ -245,14 +268,14 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
     extra = {**COLLECTOR_OK, "collector_region": "eu", "collector_lawful_basis_override": "consent",
              "collector_participant_id": "p-1",
              "collector_consent_records": [{"participant_id": "p-1", "lawful_basis": "consent"}]}  # fmt: skip
-    res = _run(tmp_path, tool_env, "collector", ["pi5-1"], extra)
+    res = _run(tmp_path, tool_env, "collector", ["pi5-1"], extra, tasks="main")
     assert res.returncode == 0, res.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        ({"sink_root": "srv/capture"}, "sink_root srv/capture must be an absolute path"),
+        ({"sink_root": "srv/capture"}, "sink: sink_root must be an absolute path, got srv/capture"),
         (
             {"capturelab_gateway_group": "brokers"},
             "sink_bootstrap_servers is empty: the group brokers",
@@ -279,7 +302,7 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
     ],
 )
 def test_sink_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
-    res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra)
+    res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra, tasks="main")
     assert res.returncode != 0, res.stdout[-2000:]
     assert needle in res.stdout, res.stdout[-3000:]
 
@@ -288,7 +311,7 @@ def test_sink_excluded_region_with_a_declared_basis_passes(
     tmp_path: Path, tool_env: dict[str, str]
 ):
     extra = {"sink_region": "eu", "sink_lawful_basis_override": "legal_obligation"}
-    res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra)
+    res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra, tasks="main")
     assert res.returncode == 0, res.stdout[-3000:]
 
 
@@ -298,25 +321,22 @@ def _authority(tmp_path: Path, tool_env: dict[str, str], tasks: str, **extra: ob
         "consent_authority_key": str(keys / "authority.key"),
         "consent_authority_trust": str(keys / "authority.pub"),
     }
-    return _run(
-        tmp_path, tool_env, "consent_authority", ["pi5-1"],
-        {"tasks_under_test": tasks, **paths, **extra},
-    )  # fmt: skip
+    return _run(tmp_path, tool_env, "consent_authority", ["pi5-1"], {**paths, **extra}, tasks=tasks)
 
 
 def test_consent_authority_generated_then_found_again(tmp_path: Path, tool_env: dict[str, str]):
     """A throwaway lab generates the key once; the second run finds both files and passes."""
     for run in range(2):
-        for tasks in ("controller.yml", "key.yml"):
+        for tasks in ("controller", "key"):
             res = _authority(tmp_path, tool_env, tasks, consent_authority_generate=True)
             assert res.returncode == 0, res.stdout[-3000:]
-            if tasks == "controller.yml":  # created once, then kept (idempotent)
+            if tasks == "controller":  # created once, then kept (idempotent)
                 assert f"changed={1 - run} " in res.stdout, res.stdout[-3000:]
     assert (tmp_path / "consent" / "authority.key").stat().st_mode & 0o077 == 0
 
 
 def test_consent_authority_missing_key_names_the_variable(tmp_path: Path, tool_env: dict[str, str]):
-    res = _authority(tmp_path, tool_env, "key.yml")
+    res = _authority(tmp_path, tool_env, "key")
     assert res.returncode != 0, res.stdout[-2000:]
     assert "consent_authority_key" in res.stdout, res.stdout[-3000:]
     assert "does not exist on the controller" in res.stdout, res.stdout[-3000:]
@@ -325,10 +345,10 @@ def test_consent_authority_missing_key_names_the_variable(tmp_path: Path, tool_e
 def test_consent_authority_missing_trust_names_the_variable(
     tmp_path: Path, tool_env: dict[str, str]
 ):
-    res = _authority(tmp_path, tool_env, "controller.yml", consent_authority_generate=True)
+    res = _authority(tmp_path, tool_env, "controller", consent_authority_generate=True)
     assert res.returncode == 0, res.stdout[-3000:]
     (tmp_path / "consent" / "authority.pub").unlink()
-    res = _authority(tmp_path, tool_env, "controller.yml")
+    res = _authority(tmp_path, tool_env, "controller")
     assert res.returncode != 0, res.stdout[-2000:]
     assert "consent_authority_trust" in res.stdout, res.stdout[-3000:]
 
@@ -339,7 +359,7 @@ def test_consent_authority_missing_trust_names_the_variable(
         ({"processing_node_nvidia": "maybe"}, "processing_node_nvidia must be auto, true or false"),
         (
             {"processing_node_nvidia_source": "ppa"},
-            "processing_node_nvidia_source must be nvidia or debian",
+            "processing_node_nvidia_source must be one of: nvidia, debian, got: ppa",  # its spec
         ),
         ({"processing_node_power_limit_w": -5}, "processing_node_power_limit_w must be 0"),
         (
@@ -362,13 +382,13 @@ def test_consent_authority_missing_trust_names_the_variable(
     ],
 )
 def test_processing_node_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
-    res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], extra)
+    res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], extra, tasks="main")
     assert res.returncode != 0, res.stdout[-2000:]
     assert needle in res.stdout, res.stdout[-3000:]
 
 
 def test_processing_node_defaults_pass(tmp_path: Path, tool_env: dict[str, str]):
-    res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], {})
+    res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], {}, tasks="main")
     assert res.returncode == 0, res.stdout[-3000:]
 
 
@@ -404,18 +424,30 @@ def test_capturelab_venv_takes_a_whole_given_wheelhouse(tmp_path: Path, tool_env
         ({"capturelab_service_name": "Sink"}, "capturelab_service_name 'Sink' must be 1-32"),
         (
             {"capturelab_service_name": "sink", "capturelab_service_dirs": [{"path": "srv"}]},
-            "capturelab_service_dirs[].path must be absolute paths",
+            "capturelab_service_dirs[].path must be an absolute path, got srv",
         ),
         (
             {"capturelab_service_name": "sink",
              "capturelab_service_secrets": [{"dest": "sink.password", "content": "x"}]},
-            "capturelab_service_secrets[].dest must be absolute paths",
+            "capturelab_service_files must be an absolute path, got ['sink.password']",
         ),
         (
             {"capturelab_service_name": "sink",
              "capturelab_service_files": [{"src": "/etc/ssl/ca.pem", "dest": "ca.pem"}]},
-            "capturelab_service_files[].dest must be absolute paths",
+            "capturelab_service_files must be an absolute path, got ['ca.pem']",
         ),
+        (
+            {"capturelab_service_name": "sink",
+             "capturelab_service_secrets": [{"dest": "/etc/capturelab/x", "content": ""}]},
+            "capturelab_service: capturelab_service_secrets[].content must be set (for /etc/capturelab/x)",
+        ),
+        (
+            {"capturelab_service_name": "sink",
+             "capturelab_service_files": [{"src": "", "dest": "/etc/capturelab/ca.pem",
+                                           "var": "sink_ca", "needed_by": "sink_tls"}]},
+            "capturelab_service: sink_tls needs sink_ca (for /etc/capturelab/ca.pem)",
+        ),
+        ({"capturelab_service_name": "sink", "capturelab_service_dirs": "/srv"}, "capturelab_service_dirs"),
     ],
 )  # fmt: skip
 def test_capturelab_service_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
