@@ -460,3 +460,31 @@ def test_capturelab_service_valid_input_passes(tmp_path: Path, tool_env: dict[st
     extra = {"capturelab_service_name": "sink", "capturelab_service_dirs": [{"path": "/srv/x"}]}
     res = _run(tmp_path, tool_env, "capturelab_service", ["node-1"], extra)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (
+            {"kafka_controller_port": 9093},
+            "kafka_controller_port is retired: set capturelab_gateway_controller_port instead",
+        ),
+        (
+            {"sink_capture_topic": "t", "collector_kafka_ca_file": "/ca.pem"},
+            "collector_kafka_ca_file is retired: set capturelab_gateway_ca_file instead; "
+            "sink_capture_topic is retired: set capturelab_gateway_capture_topic",
+        ),
+    ],
+)
+def test_capturelab_gateway_refuses_a_retired_variable(
+    tmp_path: Path, tool_env: dict[str, str], extra, needle
+):
+    """An inventory still setting a variable the gateway settings replaced would be ignored."""
+    res = _run(tmp_path, tool_env, "capturelab_gateway", ["gw-1"], extra, tasks="main")
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
+def test_capturelab_gateway_defaults_pass(tmp_path: Path, tool_env: dict[str, str]):
+    res = _run(tmp_path, tool_env, "capturelab_gateway", ["gw-1"], {}, tasks="main")
+    assert res.returncode == 0, res.stdout[-3000:]
