@@ -146,6 +146,33 @@ DEFINED_IN = {
 }
 
 
+SECURE = {
+    "kafka_security_enabled": True,
+    "kafka_plaintext_enabled": False,
+    "kafka_keystore_password": "render-keystore-pw",
+    "kafka_principal_secret": "render-principal-secret-0123456789",
+    "collector_security_enabled": True,
+    "collector_kafka_password": "pw",
+    "sink_security_enabled": True,
+    "sink_kafka_password": "pw",
+}
+
+
+@pytest.mark.parametrize("sasl", [gateway.SASL_PORT, 19094])
+def test_the_sasl_port_reaches_broker_firewall_and_clients(
+    tmp_path: Path, tool_env: dict[str, str], sasl: int
+):
+    """With TLS + SASL the broker listens, advertises and is reached on capturelab_gateway_sasl_port."""
+    rendered = _render(tmp_path, tool_env, {**SECURE, "capturelab_gateway_sasl_port": sasl})
+    props = rendered["server.properties"]
+    assert f"SASL_SSL://0.0.0.0:{sasl}" in props, props
+    assert re.search(rf"advertised\.listeners=.*SASL_SSL://[^,\s]+:{sasl}", props), props
+    assert "PLAINTEXT://" not in props.replace("SASL_PLAINTEXT", ""), props
+    assert sasl in _firewall_ports(rendered["nftables.conf"])
+    for name in ("collector.yml", "sink.yml"):
+        assert yaml.safe_load(rendered[name])["bootstrap_servers"] == f"gw-1:{sasl}", name
+
+
 def test_the_names_are_written_nowhere_else():
     where = [REPO / d for d in ("roles", "src", "playbooks", "inventory", "validation", "images")]
     literals = (gateway.CAPTURE_TOPIC, gateway.CONTROL_TOPIC)
