@@ -364,7 +364,8 @@ def test_frames_with_a_trained_dictionary_need_it_configured(kafka: LocalKafka, 
     root = tmp_path / "array"
     with running(sink_config(tmp_path, kafka, "dict", dictionaries=[str(dict_path)])):
         wait_for(lambda: events_stored(root) == 10 * BATCH, "frames stored with the dictionary")
-    assert audit(root, frames=True).ok()
+    assert audit(root, frames=True, dictionaries={dictionary.dict_id(): dictionary}).ok()
+    assert len(audit(root, frames=True).bad_frames) == 10  # decoding --frames needs it too
     other = tmp_path / "other"
     config = sink_config(tmp_path, kafka, "dict-none", root=other, capture_topic=events,
                          control_topic="dict.control")  # fmt: skip

@@ -2,17 +2,21 @@
 
 ``capturelab sink verify`` and the end-to-end suite use this: "every event sent is stored exactly
 once" means, per collector, one contiguous range from 0 with no repeat. With ``--frames`` each
-indexed frame is read back and its CRC32C checked as well.
+indexed frame is read back and decoded whole (CRC32C, decompression with the frame's dictionary,
+every event's sequence): a frame whose CRC is valid but whose payload does not decode is bad.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capturelab.schema import FrameError, read_header, verify_crc
+import zstandard
+
+from capturelab.schema import FrameError, decode_batch, read_header
 from capturelab.sink import index as idx
 from capturelab.sink.layout import Layout
 
@@ -93,7 +97,14 @@ class Audit:
         }
 
 
-def audit(root: Path, *, frames: bool = False, pseudonym: str | None = None) -> Audit:
+def audit(
+    root: Path,
+    *,
+    frames: bool = False,
+    pseudonym: str | None = None,
+    dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
+) -> Audit:
+    """Walk the index files under ``root``; with ``frames`` decode every frame (``dictionaries`` by id)."""
     result = Audit()
     for hour in Layout(root).hour_files(pseudonym):
         entries = list(idx.iter_entries(hour.index))
@@ -109,7 +120,7 @@ def audit(root: Path, *, frames: bool = False, pseudonym: str | None = None) -> 
                 frame = data[e.offset : e.end]
                 try:
                     header = read_header(frame)
-                    verify_crc(frame, header)
+                    decode_batch(frame, dictionaries=dictionaries)
                     if (header.collector_id, header.first_seq, header.count, header.crc) != (
                         e.collector_id,
                         e.first_seq,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from capturelab.errors import InputError
+from capturelab.schema import load_dictionary
 from capturelab.sink.audit import CollectorAudit, audit
 from capturelab.sink.config import load_config
 from capturelab.sink.erasure import Tombstones, expire
@@ -78,7 +79,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    result = audit(args.root, frames=args.frames)
+    if not Layout(args.root).segments.is_dir():
+        raise InputError(
+            f"--root {args.root}: not a sink root (no segments/ folder): a wrong path, "
+            "or the sink never ran there"
+        )
+    dictionaries = {d.dict_id(): d for d in map(load_dictionary, args.dictionary)}
+    result = audit(args.root, frames=args.frames, dictionaries=dictionaries)
     doc = result.to_dict()
     if args.collector is not None:
         if (args.seq_from is None) != (args.seq_to is None) or (
@@ -154,7 +161,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     verify = ss.add_parser("verify", help="prove no loss (gaps) and no duplicate per collector")
     verify.add_argument("--root", type=Path, required=True, help="the sink's root (array mount)")
-    verify.add_argument("--frames", action="store_true", help="also re-read and check every frame")
+    verify.add_argument(
+        "--frames", action="store_true", help="also read back and decode every frame"
+    )
+    verify.add_argument(
+        "--dictionary", type=Path, action="append", default=[],
+        help="zstd dictionary the collectors used (sink.yml's dictionaries), for --frames",
+    )  # fmt: skip
     verify.add_argument("--json", action="store_true")
     verify.add_argument("--collector", help="only this collector's sequences (with a window)")
     verify.add_argument("--seq-from", type=int, help="first sequence of the window (inclusive)")
