@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -186,3 +187,55 @@ def test_a_real_failed_write_hands_the_same_sequences_out_again(tmp_path: Path) 
     assert again.next_seq == 100, "the failed batch's sequences were burned"
     assert [i.number for i in again.pending()] == [0]
     again.close()
+
+
+def _fail_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    def failing(path: Path, data: bytes) -> None:
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(spool_module, "write_synced", failing)
+
+
+def test_a_write_failing_with_room_waits_a_growing_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO with free space on the card resumed capture at once and failed again every batch."""
+    now = [1000.0]
+    spool = Spool(tmp_path, 64 * MIB, clock=lambda: now[0])
+    real = spool_module.write_synced
+    for backoff in (1, 2, 4):
+        _fail_writes(monkeypatch, errno.EIO)
+        with pytest.raises(OSError):
+            spool.put_batch(b"b" * 100, next_seq=200)
+        monkeypatch.setattr(spool_module, "write_synced", real)
+        assert spool.full(), "resumed before the backoff"
+        assert f"tried again in {backoff} s" in spool.pause_reason()
+        now[0] += backoff
+        assert not spool.full(), "still paused after the backoff"
+    assert spool.put_batch(b"b" * 100, next_seq=200).number == 0
+    _fail_writes(monkeypatch, errno.EIO)
+    with pytest.raises(OSError):  # a write that worked starts the backoff again at 1 s
+        spool.put_batch(b"c" * 100, next_seq=300)
+    assert "tried again in 1 s" in spool.pause_reason()
+    spool.close()
+
+
+def test_a_write_failing_for_inodes_waits_for_a_free_inode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC with free blocks but no free inode: the blocks alone said room, capture flapped."""
+    spool = Spool(tmp_path, 64 * MIB)
+    _fail_writes(monkeypatch, errno.ENOSPC)
+    with pytest.raises(OSError):
+        spool.put_batch(b"b" * 100, next_seq=200)
+    real = os.statvfs(tmp_path)
+    fields = {k: getattr(real, k) for k in ("f_bavail", "f_frsize", "f_files")}
+
+    def statvfs(favail: int) -> object:
+        return SimpleNamespace(**fields, f_favail=favail)
+
+    monkeypatch.setattr(spool_module.os, "statvfs", lambda path: statvfs(0))
+    assert spool.full()
+    monkeypatch.setattr(spool_module.os, "statvfs", lambda path: statvfs(100))
+    assert not spool.full()
+    spool.close()

@@ -26,17 +26,22 @@ sent is ever duplicated or contradicted.
 
 The spool is bounded: ``full()`` tells the daemon to stop capturing (it never drops a batch it
 has sealed; a seal may overshoot the bound by one batch). A failed write pauses it as well, and
-it stays paused until the file system has room again (``pause_reason()`` says which).
+it stays paused until the file system has room again: free blocks for the write and free inodes
+(``pause_reason()`` says which). A write that fails for another reason (EIO, EROFS, EDQUOT, where
+the file system still shows room) is tried again only after a backoff that doubles from 1 s to
+60 s while the failures go on, so a failing card does not flap capture on and off every batch.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +51,8 @@ from capturelab.errors import InputError
 log = logging.getLogger(__name__)
 
 ITEM_DIGITS = 20
+RETRY_FIRST_S = 1.0  # backoff after a write that failed with room on the file system
+RETRY_MAX_S = 60.0
 BATCH = ".batch"
 CONTROL = ".ctl"
 
@@ -62,7 +69,14 @@ class Item:
 
 
 class Spool:
-    def __init__(self, root: Path, max_bytes: int, *, resume_fraction: float = 0.9) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        *,
+        resume_fraction: float = 0.9,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_bytes < 1 << 20:
             raise InputError(f"spool_max_bytes must be at least 1 MiB, got {max_bytes}")
         self.root = root
@@ -79,6 +93,9 @@ class Spool:
         self._lock = threading.Lock()
         self._write_error = ""  # why the last write failed; capture stays paused until room
         self._needed = 0  # bytes the failed write needed
+        self._clock = clock
+        self._retry_at = 0.0  # no write is tried again before this (clock), after a failure
+        self._backoff = 0.0  # seconds, doubled per consecutive failure with room; 0 after a write
         self._items: dict[int, Item] = {}
         for path in self.queue.iterdir():
             stem, suffix = path.stem, path.suffix
@@ -155,9 +172,9 @@ class Spool:
                 self._save_state(seq, number + 1)
             except OSError as exc:
                 (self.tmp / name).unlink(missing_ok=True)
-                self._write_error = f"cannot write the spool {self.root}: {exc.strerror}"
-                self._needed, self._paused = len(data) + (1 << 20), True
+                self._failed(exc, len(data))
                 raise
+            self._backoff = 0.0
             self.next_seq, self.next_item = seq, number + 1
             path = self.queue / name
             (self.tmp / name).replace(path)
@@ -168,6 +185,16 @@ class Spool:
             if self._bytes >= self.max_bytes:
                 self._paused = True
         return item
+
+    def _failed(self, exc: OSError, size: int) -> None:
+        """Pause: until room for ``size`` (ENOSPC), else also until a backoff has passed."""
+        self._write_error = f"cannot write the spool {self.root}: {exc.strerror}"
+        self._needed, self._paused = size + (1 << 20), True
+        if exc.errno == errno.ENOSPC:
+            self._retry_at = 0.0
+        else:
+            self._backoff = min(RETRY_MAX_S, max(RETRY_FIRST_S, self._backoff * 2))
+            self._retry_at = self._clock() + self._backoff
 
     def put_batch(self, frame: bytes, next_seq: int) -> Item:
         """Queue a sealed batch; ``next_seq`` (its last sequence + 1) is persisted with it."""
@@ -210,9 +237,14 @@ class Spool:
 
     def full(self) -> bool:
         """Capture must pause: the spool reached its bound (it resumes below 90 % of it), or
-        a write failed and the file system has not had room for it since."""
+        a write failed and the file system has not had room for it since (or, for a failure
+        with room, its backoff has not passed)."""
         with self._lock:
-            if self._write_error and self._room() >= self._needed:
+            if (
+                self._write_error
+                and self._clock() >= self._retry_at
+                and self._room() >= self._needed
+            ):
                 log.info("the spool has room again (%s before)", self._write_error)
                 self._write_error = ""
                 self._paused = self._bytes > self.resume_bytes
@@ -222,15 +254,21 @@ class Spool:
         """Why ``full()`` is true: the failed write, else the bound."""
         with self._lock:
             if self._write_error:
-                return f"{self._write_error}; capture resumes when it has room again"
+                wait = self._retry_at - self._clock()
+                return f"{self._write_error}; capture resumes when it has room again" + (
+                    f" (tried again in {wait:.0f} s at the earliest)" if wait > 0 else ""
+                )
             return (
                 f"spool full ({self._bytes} of {self.max_bytes} bytes); it resumes when the "
                 "gateway takes the backlog"
             )
 
     def _room(self) -> int:
+        """Bytes a write may use: none while no inode is free (a write needs two files), where
+        the file system counts inodes (btrfs reports none: f_files 0)."""
         st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
+        inodes = st.f_favail >= 2 or st.f_files == 0
+        return st.f_bavail * st.f_frsize if inodes else 0
 
     def depth(self) -> tuple[int, int]:
         """(items, bytes) waiting for delivery."""
