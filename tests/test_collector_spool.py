@@ -239,3 +239,41 @@ def test_a_write_failing_for_inodes_waits_for_a_free_inode(
     monkeypatch.setattr(spool_module.os, "statvfs", lambda path: statvfs(100))
     assert not spool.full()
     spool.close()
+
+
+def test_a_failed_rename_after_the_state_counts_the_item_sends_it_from_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rename into queue/ (or its fsync) failing after the state was saved raised, so the
+    daemon sealed the same sequences again into a second item; the item is whole in tmp/."""
+    spool = Spool(tmp_path, 64 * MIB)
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Path) -> Path:
+        if Path(target).parent == tmp_path / "queue":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(target))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    item = spool.put_batch(b"a" * 100, next_seq=100)
+    assert (
+        item.path == tmp_path / "tmp" / f"{0:020d}.batch" and item.path.read_bytes() == b"a" * 100
+    )
+    assert "stays in" in caplog.text
+    monkeypatch.setattr(Path, "replace", real_replace)
+    real_fsync_dir = spool_module.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        if path == tmp_path / "queue":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(spool_module, "fsync_dir", fsync_dir)
+    second = spool.put_batch(b"b" * 100, next_seq=200)  # the fsync of queue/ fails: no raise
+    assert second.path == tmp_path / "queue" / f"{1:020d}.batch"
+    assert [i.number for i in spool.pending()] == [0, 1] and spool.next_seq == 200
+    monkeypatch.setattr(spool_module, "fsync_dir", real_fsync_dir)
+    spool.close()
+    again = Spool(tmp_path, 64 * MIB)  # the next start moves the first into the queue
+    assert [(i.number, i.path.parent.name) for i in again.pending()] == [(0, "queue"), (1, "queue")]
+    again.close()

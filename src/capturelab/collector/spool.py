@@ -176,15 +176,27 @@ class Spool:
                 raise
             self._backoff = 0.0
             self.next_seq, self.next_item = seq, number + 1
-            path = self.queue / name
-            (self.tmp / name).replace(path)
-            fsync_dir(self.queue)
-            item = Item(number, path, len(data))
+            item = Item(number, self._into_queue(name), len(data))
             self._items[number] = item
             self._bytes += item.size
             if self._bytes >= self.max_bytes:
                 self._paused = True
         return item
+
+    def _into_queue(self, name: str) -> Path:
+        """Rename an item the state already counts into the queue. It is whole and fsynced in
+        tmp/, so where the rename fails it is sent from there (raising would make the caller
+        seal its sequences again: a second item for them); the next start moves it."""
+        try:
+            (self.tmp / name).replace(self.queue / name)
+        except OSError as exc:
+            log.error("spool: %s stays in %s (%s); it is sent from there", name, self.tmp, exc)
+            return self.tmp / name
+        try:
+            fsync_dir(self.queue)
+        except OSError as exc:  # the rename is done; only its durability is in doubt
+            log.error("spool: fsync of %s failed after %s was queued: %s", self.queue, name, exc)
+        return self.queue / name
 
     def _failed(self, exc: OSError, size: int) -> None:
         """Pause: until room for ``size`` (ENOSPC), else also until a backoff has passed."""
