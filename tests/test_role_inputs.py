@@ -59,6 +59,12 @@ def _run(
     )
 
 
+def _refused(res: subprocess.CompletedProcess[str], needle: str) -> None:
+    """The play failed, and its output names what was wrong (``needle``)."""
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert needle in res.stdout, res.stdout[-3000:]
+
+
 @pytest.mark.parametrize(
     ("hosts", "extra", "needle"),
     [
@@ -128,8 +134,7 @@ def _run(
 )
 def test_kafka_bad_input(tmp_path: Path, tool_env: dict[str, str], hosts, extra, needle):
     res = _run(tmp_path, tool_env, "kafka", hosts, extra)
-    assert res.returncode != 0, res.stdout[-2000:]
-    assert needle in res.stdout, res.stdout[-3000:]
+    _refused(res, needle)
 
 
 def test_kafka_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
@@ -258,8 +263,7 @@ COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_r
 )
 def test_collector_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
     res = _run(tmp_path, tool_env, "collector", ["pi5-1"], {**COLLECTOR_OK, **extra}, tasks="main")
-    assert res.returncode != 0, res.stdout[-2000:]
-    assert needle in res.stdout, res.stdout[-3000:]
+    _refused(res, needle)
 
 
 def test_collector_excluded_region_with_a_declared_basis_passes(
@@ -303,8 +307,7 @@ def test_collector_excluded_region_with_a_declared_basis_passes(
 )
 def test_sink_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
     res = _run(tmp_path, tool_env, "sink", ["storage-1"], extra, tasks="main")
-    assert res.returncode != 0, res.stdout[-2000:]
-    assert needle in res.stdout, res.stdout[-3000:]
+    _refused(res, needle)
 
 
 def test_sink_excluded_region_with_a_declared_basis_passes(
@@ -383,8 +386,7 @@ def test_consent_authority_missing_trust_names_the_variable(
 )
 def test_processing_node_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
     res = _run(tmp_path, tool_env, "processing_node", ["gpu-1"], extra, tasks="main")
-    assert res.returncode != 0, res.stdout[-2000:]
-    assert needle in res.stdout, res.stdout[-3000:]
+    _refused(res, needle)
 
 
 def test_processing_node_defaults_pass(tmp_path: Path, tool_env: dict[str, str]):
@@ -452,8 +454,7 @@ def test_capturelab_venv_takes_a_whole_given_wheelhouse(tmp_path: Path, tool_env
 )  # fmt: skip
 def test_capturelab_service_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
     res = _run(tmp_path, tool_env, "capturelab_service", ["node-1"], extra)
-    assert res.returncode != 0, res.stdout[-2000:]
-    assert needle in res.stdout, res.stdout[-3000:]
+    _refused(res, needle)
 
 
 def test_capturelab_service_valid_input_passes(tmp_path: Path, tool_env: dict[str, str]):
@@ -481,8 +482,7 @@ def test_capturelab_gateway_refuses_a_retired_variable(
 ):
     """An inventory still setting a variable the gateway settings replaced would be ignored."""
     res = _run(tmp_path, tool_env, "capturelab_gateway", ["gw-1"], extra, tasks="main")
-    assert res.returncode != 0, res.stdout[-2000:]
-    assert needle in res.stdout, res.stdout[-3000:]
+    _refused(res, needle)
 
 
 def test_capturelab_gateway_defaults_pass(tmp_path: Path, tool_env: dict[str, str]):
