@@ -26,7 +26,14 @@ def _run(
     *,
     tasks: str = "validate",
 ):
-    """Run one entry point of a role; main runs with --tags always: every check before a change."""
+    """Run one entry point of a role; main runs with --tags always: every check before a change
+    (a throwaway consent authority under tmp_path, unless ``extra`` names its own)."""
+    if tasks == "main":
+        extra = {
+            "consent_authority_generate": True,
+            "consent_authority_dir": str(tmp_path / "ca"),
+            **extra,
+        }
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         json.dumps(
@@ -264,6 +271,25 @@ COLLECTOR_OK = {"collector_lab_secret": "a-lab-secret-of-16+chars", "collector_r
 def test_collector_bad_input(tmp_path: Path, tool_env: dict[str, str], extra, needle):
     res = _run(tmp_path, tool_env, "collector", ["pi5-1"], {**COLLECTOR_OK, **extra}, tasks="main")
     _refused(res, needle)
+
+
+def test_collector_without_its_authority_key_stops_before_any_change(
+    tmp_path: Path, tool_env: dict[str, str]
+):
+    """A missing key was found only after the venv, account and folders were made on the node."""
+    keys = tmp_path / "keys"
+    _run(tmp_path, tool_env, "consent_authority", ["pi5-1"], {"consent_authority_dir": str(keys),
+         "consent_authority_generate": True}, tasks="controller")  # fmt: skip
+    (keys / "authority.key").unlink()  # the trust file is there, its key is not
+    extra = {
+        **COLLECTOR_OK,
+        "consent_authority_dir": str(keys),
+        "consent_authority_generate": False,
+    }
+    _refused(
+        _run(tmp_path, tool_env, "collector", ["pi5-1"], extra, tasks="main"),
+        "consent_authority_key",
+    )
 
 
 def test_collector_excluded_region_with_a_declared_basis_passes(
