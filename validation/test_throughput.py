@@ -31,6 +31,11 @@ SUITE = "throughput"
 # and which command runs it ("lab": make lab and make lab-full; "full": make lab-full only).
 # Measured: 195.1 s (lab3), 187.2 s (lab4).
 SUITE_BUDGET_S = 215
+# The sustained load is offered this much above the ingest target. The load is paced, so it can
+# never beat its own offer: offered at the target exactly, a last frame sent 29 ms late under a
+# busy controller read 399,940 of 400,000 B/s (2026-12-07). 2 % above it, the check still fails
+# where the gateway or the sink cannot take the target (sending falls 1.2 s behind in 60 s).
+OFFER_MARGIN = 1.02
 SUITE_PROFILE = "lab"
 IPERF_PORT = 5201
 IPERF_SECONDS = 5
@@ -236,7 +241,7 @@ def test_sustained_ingest_at_cohort_rate(lab: Lab, record: Any) -> None:
         bootstrap,
         str(config["capture_topic"]),
         run_id,
-        targets.ingest_bytes_per_s,
+        targets.ingest_bytes_per_s * OFFER_MARGIN,
         targets.sustained_seconds,
     )
     deadline = load.last_sent + max_lag * 3 + 60
