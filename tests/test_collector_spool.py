@@ -147,6 +147,7 @@ def test_a_failed_write_burns_no_sequence_and_pauses_until_there_is_room(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(spool_module, "write_synced", full_disk)
+    monkeypatch.setattr(Spool, "_room", lambda self: 0)  # the card is full
     with pytest.raises(OSError, match="No space left"):
         spool.put_batch(b"b" * 100, next_seq=200)
     assert (spool.next_seq, spool.next_item) == (100, 1)
@@ -209,14 +210,37 @@ def test_a_write_failing_with_room_waits_a_growing_backoff(
             spool.put_batch(b"b" * 100, next_seq=200)
         monkeypatch.setattr(spool_module, "write_synced", real)
         assert spool.full(), "resumed before the backoff"
-        assert f"tried again in {backoff} s" in spool.pause_reason()
+        assert f"in {backoff} s at the earliest" in spool.pause_reason()
         now[0] += backoff
         assert not spool.full(), "still paused after the backoff"
-    assert spool.put_batch(b"b" * 100, next_seq=200).number == 0
     _fail_writes(monkeypatch, errno.EIO)
-    with pytest.raises(OSError):  # a write that worked starts the backoff again at 1 s
+    with pytest.raises(OSError):
+        spool.put_batch(b"b" * 100, next_seq=200)
+    monkeypatch.setattr(spool_module, "write_synced", real)
+    assert spool.full()
+    # The sealer tries while capture is paused: a write that works resumes it at once (the
+    # backoff of 8 s has not passed) and the next failure starts again at 1 s.
+    assert spool.put_batch(b"b" * 100, next_seq=200).number == 0
+    assert not spool.full() and "spool full" in spool.pause_reason()
+    _fail_writes(monkeypatch, errno.EIO)
+    with pytest.raises(OSError):
         spool.put_batch(b"c" * 100, next_seq=300)
-    assert "tried again in 1 s" in spool.pause_reason()
+    assert "in 1 s at the earliest" in spool.pause_reason()
+    spool.close()
+
+
+def test_enospc_with_room_shown_backs_off_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while statvfs shows room (reserved blocks, a quota): the room check alone flapped."""
+    now = [0.0]
+    spool = Spool(tmp_path, 64 * MIB, clock=lambda: now[0])
+    _fail_writes(monkeypatch, errno.ENOSPC)
+    with pytest.raises(OSError):
+        spool.put_batch(b"b" * 100, next_seq=200)
+    assert spool.full() and "in 1 s at the earliest" in spool.pause_reason()
+    now[0] += 1
+    assert not spool.full()
     spool.close()
 
 
@@ -225,9 +249,6 @@ def test_a_write_failing_for_inodes_waits_for_a_free_inode(
 ) -> None:
     """ENOSPC with free blocks but no free inode: the blocks alone said room, capture flapped."""
     spool = Spool(tmp_path, 64 * MIB)
-    _fail_writes(monkeypatch, errno.ENOSPC)
-    with pytest.raises(OSError):
-        spool.put_batch(b"b" * 100, next_seq=200)
     real = os.statvfs(tmp_path)
     fields = {k: getattr(real, k) for k in ("f_bavail", "f_frsize", "f_files")}
 
@@ -235,7 +256,10 @@ def test_a_write_failing_for_inodes_waits_for_a_free_inode(
         return SimpleNamespace(**fields, f_favail=favail)
 
     monkeypatch.setattr(spool_module.os, "statvfs", lambda path: statvfs(0))
-    assert spool.full()
+    _fail_writes(monkeypatch, errno.ENOSPC)
+    with pytest.raises(OSError):
+        spool.put_batch(b"b" * 100, next_seq=200)
+    assert spool.full() and "no room" in spool.pause_reason()
     monkeypatch.setattr(spool_module.os, "statvfs", lambda path: statvfs(100))
     assert not spool.full()
     spool.close()
@@ -277,3 +301,32 @@ def test_a_failed_rename_after_the_state_counts_the_item_sends_it_from_tmp(
     again = Spool(tmp_path, 64 * MIB)  # the next start moves the first into the queue
     assert [(i.number, i.path.parent.name) for i in again.pending()] == [(0, "queue"), (1, "queue")]
     again.close()
+
+
+def test_a_damaged_state_leaves_tmp_as_it_is(tmp_path: Path) -> None:
+    """A counted batch in tmp/ (a failed rename) was deleted when the state could not be read."""
+    spool = Spool(tmp_path, 64 * MIB)
+    spool.close()
+    (tmp_path / "tmp" / f"{0:020d}.batch").write_bytes(b"a" * 100)
+    (tmp_path / "state.json").write_text("{damaged")
+    with pytest.raises(InputError, match="the spool state is damaged"):
+        Spool(tmp_path, 64 * MIB)
+    assert (tmp_path / "tmp" / f"{0:020d}.batch").read_bytes() == b"a" * 100
+
+
+def test_a_rename_that_reports_an_error_but_took_effect_is_sent_from_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, 64 * MIB)
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Path) -> Path:
+        done = real_replace(self, target)
+        if Path(target).parent == tmp_path / "queue":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(target))
+        return done
+
+    monkeypatch.setattr(Path, "replace", replace)
+    item = spool.put_batch(b"a" * 100, next_seq=100)
+    assert item.path == tmp_path / "queue" / f"{0:020d}.batch" and item.path.exists()
+    spool.close()

@@ -27,14 +27,14 @@ sent is ever duplicated or contradicted.
 The spool is bounded: ``full()`` tells the daemon to stop capturing (it never drops a batch it
 has sealed; a seal may overshoot the bound by one batch). A failed write pauses it as well, and
 it stays paused until the file system has room again: free blocks for the write and free inodes
-(``pause_reason()`` says which). A write that fails for another reason (EIO, EROFS, EDQUOT, where
-the file system still shows room) is tried again only after a backoff that doubles from 1 s to
-60 s while the failures go on, so a failing card does not flap capture on and off every batch.
+(``pause_reason()`` says which). A write that fails while the file system shows that room (EIO,
+EROFS, a quota, reserved blocks) keeps capture paused for a backoff that doubles from 1 s to 60 s
+while the failures go on, so a failing card does not flap capture on and off every batch; the
+sealer keeps trying while capture is paused, and the first write that works resumes it at once.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -117,7 +117,7 @@ class Spool:
             try:
                 counted = int(json.loads(state.read_text())["next_item"])
             except (ValueError, KeyError, TypeError):
-                counted = 0  # _load_state names the damage
+                return  # _load_state stops the start, naming the damage; tmp/ stays as it is
         for path in self.tmp.iterdir():
             stem, suffix = path.stem, path.suffix
             if suffix in (BATCH, CONTROL) and stem.isdigit() and int(stem) < counted:
@@ -174,7 +174,7 @@ class Spool:
                 (self.tmp / name).unlink(missing_ok=True)
                 self._failed(exc, len(data))
                 raise
-            self._backoff = 0.0
+            self._recovered()
             self.next_seq, self.next_item = seq, number + 1
             item = Item(number, self._into_queue(name), len(data))
             self._items[number] = item
@@ -190,6 +190,9 @@ class Spool:
         try:
             (self.tmp / name).replace(self.queue / name)
         except OSError as exc:
+            if (self.queue / name).exists() and not (self.tmp / name).exists():
+                log.error("spool: the rename of %s reported %s but took effect", name, exc)
+                return self.queue / name
             log.error("spool: %s stays in %s (%s); it is sent from there", name, self.tmp, exc)
             return self.tmp / name
         try:
@@ -199,14 +202,24 @@ class Spool:
         return self.queue / name
 
     def _failed(self, exc: OSError, size: int) -> None:
-        """Pause: until room for ``size`` (ENOSPC), else also until a backoff has passed."""
+        """Pause: until room for ``size``; where the file system showed that room when the
+        write failed (EIO, a quota, reserved blocks), also until a growing backoff has passed."""
         self._write_error = f"cannot write the spool {self.root}: {exc.strerror}"
         self._needed, self._paused = size + (1 << 20), True
-        if exc.errno == errno.ENOSPC:
-            self._retry_at = 0.0
+        if self._room() < self._needed:
+            self._retry_at = 0.0  # no room: resume as soon as there is
+            self._write_error += " (no room: free blocks or inodes)"
         else:
             self._backoff = min(RETRY_MAX_S, max(RETRY_FIRST_S, self._backoff * 2))
             self._retry_at = self._clock() + self._backoff
+
+    def _recovered(self) -> None:
+        """A write worked (the sealer tries while capture is paused): the failure is over."""
+        if self._write_error:
+            log.info("the spool takes writes again (%s before)", self._write_error)
+            self._write_error = ""
+            self._paused = self._bytes > self.resume_bytes
+        self._backoff, self._retry_at = 0.0, 0.0
 
     def put_batch(self, frame: bytes, next_seq: int) -> Item:
         """Queue a sealed batch; ``next_seq`` (its last sequence + 1) is persisted with it."""
@@ -267,9 +280,12 @@ class Spool:
         with self._lock:
             if self._write_error:
                 wait = self._retry_at - self._clock()
-                return f"{self._write_error}; capture resumes when it has room again" + (
-                    f" (tried again in {wait:.0f} s at the earliest)" if wait > 0 else ""
-                )
+                if wait > 0:
+                    return (
+                        f"{self._write_error}; capture resumes when a write works, or in "
+                        f"{wait:.0f} s at the earliest"
+                    )
+                return f"{self._write_error}; capture resumes when it has room again"
             return (
                 f"spool full ({self._bytes} of {self.max_bytes} bytes); it resumes when the "
                 "gateway takes the backlog"
