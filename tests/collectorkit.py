@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from confluent_kafka import Consumer
@@ -142,3 +142,30 @@ def typed_text(events: list[Any]) -> str:
         elif e.value == 1 and e.code in keys.ENTERS:
             out.append("\n")
     return "".join(out)
+
+
+class Gate:
+    """A fake producer: acknowledges only while ``open``; records what it was given."""
+
+    open = True
+    sent: ClassVar[list[tuple[str, bytes]]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.waiting: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        self.waiting.append((topic, value, on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        if not Gate.open:
+            return 0
+        waiting, self.waiting = self.waiting, []
+        for topic, value, report in waiting:
+            Gate.sent.append((topic, value))
+            report(None, None)
+        return len(waiting)
+
+    def flush(self, timeout: float) -> int:
+        return self.poll(0)

@@ -309,3 +309,21 @@ def test_ensure_refuses_a_trust_file_of_another_key(tmp_path: Path, capsys):
     assert "is never overwritten" in capsys.readouterr().err
     assert _cli(tmp_path, *args, "--exist-ok") == 0
     assert " exists: private " in capsys.readouterr().out
+
+
+def test_a_record_s_own_exclusions_are_signed_and_never_reach_the_storage_tier(keys, tmp_path):
+    key, _, pub = keys
+    mine = {"apps": ["^signal$"], "titles": ["Bank of"]}
+    path = _signed_file(tmp_path, key, exclude=mine)
+    assert yaml.safe_load(path.read_text())["exclude"] == mine
+    signed = load_signed_record(path, authority.load_trust(pub), SECRET)
+    assert signed.record.exclude.match("signal", "") == "app pattern '^signal$'"
+    pseudonym = pseudonymize(SECRET, "p-0001")
+    assert "exclude" not in grant_body(pseudonym, signed.record), "the sink never sees them"
+    # A participant's exclusion taken away (or changed) on the Pi breaks the signature.
+    path.write_text(path.read_text().replace("- Bank of", "- Bank ox"))
+    with pytest.raises(InputError, match="consent record: the signature does not match"):
+        load_signed_record(path, authority.load_trust(pub), SECRET)
+    # A record signed without the field still verifies as before (no empty field is signed).
+    plain = yaml.safe_load(_signed_file(tmp_path, key).read_text())
+    assert "exclude" not in plain

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from capturelab.collector.context import SwayContext, X11Context, open_source, sway_focus
+from capturelab.collector.context import (
+    DEFAULT_LOCK_SCREENS,
+    SwayContext,
+    X11Context,
+    open_source,
+    running_lock_screen,
+    sway_focus,
+)
 
 HEADER = struct.Struct("=6sII")
 
@@ -29,6 +39,25 @@ def test_sway_subscribes_and_reports_focus(tmp_path: Path) -> None:
         got.append(magic + kind.to_bytes(4, "little") + conn.recv(length))
         reply = json.dumps({"success": True}).encode()
         conn.sendall(HEADER.pack(b"i3-ipc", len(reply), 2) + reply)
+        magic, length, kind = HEADER.unpack(conn.recv(HEADER.size))
+        got.append(magic + kind.to_bytes(4, "little"))
+        tree = json.dumps(
+            {
+                "type": "root",
+                "nodes": [
+                    {"type": "workspace", "nodes": [{"app_id": "foot", "name": "~"}]},
+                    {
+                        "type": "workspace",
+                        "nodes": [],
+                        "floating_nodes": [
+                            {"app_id": "org.keepassxc.KeePassXC", "name": "KeePassXC",
+                             "focused": True},
+                        ],
+                    },
+                ],
+            }
+        ).encode()  # fmt: skip
+        conn.sendall(HEADER.pack(b"i3-ipc", len(tree), 4) + tree)
         for event in (
             {
                 "change": "focus",
@@ -54,7 +83,7 @@ def test_sway_subscribes_and_reports_focus(tmp_path: Path) -> None:
     source = SwayContext(path)
     seen: list[tuple[str, str]] = []
     try:
-        while len(seen) < 2:
+        while len(seen) < 3:
             try:
                 seen += source.read()
             except ConnectionError:
@@ -64,7 +93,12 @@ def test_sway_subscribes_and_reports_focus(tmp_path: Path) -> None:
         thread.join(5)
         server.close()
     assert got and got[0].startswith(b"i3-ipc") and b'["window"]' in got[0]
-    assert seen == [("foot", "sudo apt upgrade"), ("Firefox", "Docs")]
+    assert got[1] == b"i3-ipc" + (4).to_bytes(4, "little")  # GET_TREE: the focus right now
+    assert seen == [
+        ("org.keepassxc.KeePassXC", "KeePassXC"),
+        ("foot", "sudo apt upgrade"),
+        ("Firefox", "Docs"),
+    ]
 
 
 def test_sway_focus_ignores_other_changes() -> None:
@@ -102,3 +136,32 @@ def test_x11_reports_changes_only(fake_xprop: Path, monkeypatch: pytest.MonkeyPa
     assert isinstance(open_source("x11", None), X11Context)
     monkeypatch.delenv("DISPLAY")
     assert open_source("x11", None) is None  # no display yet: retried later
+
+
+def test_a_running_lock_screen_is_found_by_its_process_name(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    for pid, comm in (("1", "systemd"), ("42", "sway"), ("77", "swaylock")):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "comm").write_text(comm + "\n")
+    (proc / "self").mkdir()
+    (proc / "99").mkdir()  # a process that ended while /proc was read: no comm
+    assert running_lock_screen(DEFAULT_LOCK_SCREENS, proc) == "swaylock"
+    assert running_lock_screen(["i3lock"], proc) == ""
+    assert running_lock_screen([], proc) == ""
+    with pytest.raises(OSError, match="No such file"):
+        running_lock_screen(["swaylock"], tmp_path / "no-proc")
+
+
+def test_a_real_process_named_like_a_locker_is_found(tmp_path: Path) -> None:
+    locker = tmp_path / "hyprlock"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", locker)
+    proc = subprocess.Popen([str(locker), "30"])
+    try:
+        deadline = time.monotonic() + 10  # until the child has exec'd (its comm changes then)
+        while running_lock_screen(DEFAULT_LOCK_SCREENS) != "hyprlock":
+            assert time.monotonic() < deadline, "the locker process was never seen"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert running_lock_screen(["hyprlock"]) == ""

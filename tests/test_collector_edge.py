@@ -8,7 +8,8 @@ from capturelab import keys
 from capturelab.collector import evdev
 from capturelab.collector.edge import EdgeFilter
 from capturelab.consent import Scope
-from capturelab.schema import DeviceClass, EventFlag, KeyClass
+from capturelab.exclusions import Exclusions
+from capturelab.schema import DeviceClass, EventFlag, ImageFormat, KeyClass
 
 KB, MOUSE = DeviceClass.KEYBOARD, DeviceClass.MOUSE
 K = keys.K
@@ -203,3 +204,104 @@ def test_person_names_at_the_edge_when_configured() -> None:
     assert "thanks," in rebuilt(with_names) and "Kevin" not in rebuilt(with_names)
     with_names.context("thunderbird", "Reply to Alice Smith", 1, 2)
     assert with_names.out[-1][3] == "Reply to [PERSON]"
+
+
+# --- excluded windows and lock screens --------------------------------------------------------
+
+
+def click(edge: EdgeFilter) -> None:
+    for value in (1, 0):
+        edge.process(MOUSE, raw(keys.EV_KEY, keys.BTN_LEFT, value), 0)
+        edge.process(MOUSE, raw(keys.EV_SYN, 0, 0), 0)
+    edge.process(MOUSE, raw(keys.EV_REL, keys.REL_X, 5), 0)
+
+
+def contexts(edge: EdgeFilter) -> list[tuple[str, str, int]]:
+    return [(i[2], i[3], i[4]) for i in edge.out if len(i) == 5 and isinstance(i[2], str)]
+
+
+def test_an_excluded_window_withholds_every_key_click_and_screenshot() -> None:
+    edge = EdgeFilter(TEXT_SCOPES | {Scope.SCREENSHOTS})
+    edge.context("xterm", "alice@lab", 0, 0)
+    type_text(edge, "ls", enter=False)  # waits in the text buffer at the focus change
+    edge.context("org.keepassxc.KeePassXC", "Passwords.kdbx - KeePassXC", 0, 0)
+    before = len(edge.out)
+    type_text(edge, "Hunter2!")
+    click(edge)
+    edge.screenshot(b"\xff\xd8jpeg", ImageFormat.JPEG, 0, 0)
+    assert len(edge.out) == before, "nothing leaves while the password manager has focus"
+    assert edge.excluded and not edge.wants_screenshot()
+    assert edge.screenshot_refusal() == "an excluded window has focus"
+    edge.context("xterm", "alice@lab", 0, 0)
+    type_text(edge, "pwd")
+    assert rebuilt(edge) == "lspwd"
+    assert contexts(edge) == [
+        ("xterm", "alice@lab", 0),
+        ("", "", int(EventFlag.EXCLUDED)),  # the mark: no app, no title
+        ("xterm", "alice@lab", 0),
+    ]
+    c = edge.counters
+    assert (c.excluded_windows, c.excluded_keys, c.excluded_clicks) == (
+        1,
+        11,
+        1,
+    )  # 2 shifts+8+enter
+    assert c.screenshots_excluded == 1 and c.screenshots == 0
+    assert c.excluded_other > 0
+
+
+def test_a_key_held_into_or_out_of_an_excluded_window_never_shows() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    edge.context("firefox", "Docs", 0, 0)
+    edge.context("firefox", "New Tab — Mozilla Firefox Private Browsing", 0, 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_A"], 1), 0)  # pressed in the private window
+    edge.context("firefox", "Docs", 0, 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_A"], 2), 0)  # its repeat and release come after
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_A"], 0), 0)
+    edge.process(MOUSE, raw(keys.EV_KEY, keys.BTN_LEFT, 1), 0)  # a fresh click is kept
+    edge.flush()
+    assert K["KEY_A"] not in key_codes(edge)
+    assert [i[4] for i in edge.out if len(i) == 7] == [keys.BTN_LEFT]
+
+
+def test_the_pause_chord_still_works_in_an_excluded_window() -> None:
+    edge = EdgeFilter(TEXT_SCOPES)
+    edge.context("my-vault", "", 0, 0)
+    edge.set_excluded("window", True, 0, 0)
+    for name in ("KEY_LEFTCTRL", "KEY_LEFTALT", "KEY_PAUSE"):
+        edge.process(KB, raw(keys.EV_KEY, K[name], 1), 0)
+    assert edge.secure_reasons == {"chord"}
+
+
+def test_excluded_windows_follow_the_config_and_the_record_patterns() -> None:
+    edge = EdgeFilter(TEXT_SCOPES, exclusions=Exclusions(titles=("Bank of",)))
+    edge.context("firefox", "Bank of Nowhere — Mozilla Firefox", 0, 0)
+    type_text(edge, "1234")
+    edge.context("firefox", "Docs", 0, 0)
+    assert rebuilt(edge) == "" and edge.counters.excluded_keys == 5
+    assert all("Bank" not in app + title for app, title, _ in contexts(edge))
+
+
+def test_a_lock_screen_withholds_everything_and_unlocking_reports_the_focus_again() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.MOUSE, Scope.CONTEXT})
+    edge.context("xterm", "alice@lab", 0, 0)
+    edge.set_excluded("lock screen", True, 0, 0)
+    type_text(edge, "unlock me")
+    edge.context("code", "main.py", 0, 0)  # focus moved while locked: nothing leaves
+    assert edge.screenshot_refusal() == "the screen is locked"
+    edge.set_excluded("lock screen", False, 0, 0)
+    assert key_codes(edge) == []
+    assert contexts(edge) == [
+        ("xterm", "alice@lab", 0),
+        ("", "", int(EventFlag.EXCLUDED)),
+        ("code", "main.py", 0),
+    ]
+
+
+def test_without_the_context_scope_the_exclusion_still_holds_and_no_mark_leaves() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.MOUSE})
+    edge.context("1Password", "Vault", 0, 0)
+    type_text(edge, "secret")
+    click(edge)
+    edge.context("xterm", "", 0, 0)
+    assert edge.out == [] and edge.counters.excluded_keys == 7

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from datasetkit import HOUR_NS, T0, TRUST, edge_events, grant, land, options, raw_events
 
 from capturelab.cli import main
-from capturelab.collector.synth import build_session
+from capturelab.collector.synth import _Builder, build_session
 from capturelab.consent import Scope
 from capturelab.dataset.build import BuildOptions, build, verify
 from capturelab.dataset.example import END, NEXT_HEADER, read_examples
@@ -32,7 +33,7 @@ def dataset_text(path: Path) -> str:
 @pytest.mark.parametrize("through_edge", [False, True], ids=["raw-frames", "after-the-edge"])
 def test_planted_canaries_never_reach_the_dataset(tmp_path: Path, through_edge: bool) -> None:
     session = build_session(11, 300)
-    assert len(session.canaries) == 4
+    assert len(session.canaries) == 5
     events = edge_events(session, ALL) if through_edge else raw_events(session)
     land(tmp_path / "store", "c1", P1, events)
     grant(tmp_path / "store", P1, ALL)
@@ -244,3 +245,33 @@ def test_a_build_in_an_excluded_region_is_refused_before_anything_is_written(
     assert main(argv) == 2
     assert "dataset option region 'ca': this host: region ca is excluded" in capsys.readouterr().err
     assert main([*argv, "--lawful-basis-override", "public_task", "--eval-fraction", "0"]) == 0
+
+
+@pytest.mark.parametrize("through_edge", [False, True], ids=["raw-frames", "after-the-edge"])
+def test_an_excluded_window_leaves_only_its_mark_in_the_dataset(
+    tmp_path: Path, through_edge: bool
+) -> None:
+    session = build_session(5, 120, canaries=False)
+    at = session.focus[-1][0] + 1  # after the last focus change of the session
+    vault = _Builder(random.Random(1), 52, 125)  # noqa: S311 - synthetic typing
+    vault.t = at
+    vault.focus("org.keepassxc.KeePassXC", "Passwords.kdbx - KeePassXC")
+    vault.type_text("CanaryVault77")
+    vault.move_and_click()
+    vault.focus("xterm", "alice@lab: ~/projects")
+    for n in range(30):  # enough after it for the examples' windows to reach it
+        vault.type_text(f"echo back {n}")
+        vault.press("KEY_ENTER")
+    session.keyboard += vault.s.keyboard
+    session.mouse += vault.s.mouse
+    session.focus += vault.s.focus
+    events = edge_events(session, ALL) if through_edge else raw_events(session)
+    land(tmp_path / "store", "c1", P1, events)
+    grant(tmp_path / "store", P1, ALL)
+    built = build(tmp_path / "store", tmp_path / "out", options(eval_fraction=0))
+    text = dataset_text(built.path)
+    assert "CanaryVault77" not in text and "KeePassXC" not in text
+    assert "excluded" in text and "echo back" in text
+    dropped = built.card["excluded"].get("an excluded window had focus", 0)
+    # The edge sent nothing of the window; a raw stream's events are dropped by the builder.
+    assert dropped == 0 if through_edge else dropped > 2 * len("CanaryVault77")

@@ -30,6 +30,7 @@ from typing import Any
 
 from capturelab.authority import Authority, Signature, Trust
 from capturelab.errors import InputError
+from capturelab.exclusions import NONE, Exclusions, parse_exclusions
 from capturelab.schema import (
     PSEUDONYM_BYTES,
     ContextEvent,
@@ -80,6 +81,9 @@ class ConsentRecord:
     expires: datetime
     revoked: datetime | None = None
     region: str = ""
+    # The participant's own excluded apps and windows (on top of the collector's and the
+    # defaults); covered by the record signature, never sent to the storage tier.
+    exclude: Exclusions = NONE
 
     def __post_init__(self) -> None:
         if self.granted.tzinfo is None or self.expires.tzinfo is None:
@@ -216,6 +220,7 @@ def parse_record(data: Mapping[str, Any], where: str = "consent") -> ConsentReco
         expires=parse_time(data["expires"], f"{where}.expires"),
         revoked=parse_time(revoked, f"{where}.revoked") if revoked is not None else None,
         region=region.lower(),
+        exclude=parse_exclusions(data.get("exclude"), f"{where}.exclude"),
     )
 
 
@@ -239,6 +244,7 @@ RECORD_FIELDS = (
     "expires",
     "revoked",
     "region",
+    "exclude",
 )
 SIGNATURE_FIELDS = ("signature", "grant_signature")
 RECORD_KIND = "consent_record"
@@ -247,8 +253,14 @@ ERASURE_KIND = "erasure_request"
 
 
 def record_fields(record: ConsentRecord) -> dict[str, Any]:
-    """Every field of a record in one canonical form: what the record signature covers."""
-    return {"participant_id": record.participant_id, **grant_fields(record)}
+    """Every field of a record in one canonical form: what the record signature covers.
+
+    ``exclude`` is there only when it lists a pattern, so a record signed before the field
+    existed still verifies."""
+    fields = {"participant_id": record.participant_id, **grant_fields(record)}
+    if record.exclude.fields():
+        fields["exclude"] = record.exclude.fields()
+    return fields
 
 
 def grant_body(pseudonym: bytes, record: ConsentRecord) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class EventFlag(enum.IntFlag):
     SECURE_INPUT = 2  # secure-input mode: key content dropped (code is KeyClass.UNKNOWN)
     REDACTED = 4  # text of a context event went through the shared redaction function
     SYNTHETIC = 8  # produced by `capturelab synth`, not a person
+    EXCLUDED = 16  # a context event: an excluded window took focus (app and title are empty)
 
 
 class KeyClass(enum.IntEnum):

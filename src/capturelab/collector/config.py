@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from capturelab import gateway, keys
+from capturelab.collector.context import DEFAULT_LOCK_SCREENS
 from capturelab.collector.edge import DEFAULT_PAUSE_CHORD
 from capturelab.collector.screenshot import TOOLS
 from capturelab.consent import RegionFields, parse_region_policy
 from capturelab.errors import InputError
+from capturelab.exclusions import NONE, Exclusions, parse_exclusions
 from capturelab.fields import int_fields, positive_numbers, string_fields
 from capturelab.schema import validate_collector_id
 from capturelab.transport import Security, parse_security
@@ -58,6 +60,10 @@ class CollectorConfig(RegionFields):
         default_factory=lambda: keys.parse_chord(list(DEFAULT_PAUSE_CHORD), "pause_chord")
     )
     secret_prompts: tuple[str, ...] = keys.DEFAULT_SECRET_PROMPTS
+    # Apps and windows where nothing is captured, on top of the defaults and the record's.
+    exclude: Exclusions = NONE
+    # Screen lockers by process name: while one runs nothing is captured ([] turns this off).
+    lock_screens: tuple[str, ...] = DEFAULT_LOCK_SCREENS
     idle_flush_ms: int = 3000
     # Person names in the text scrubber and titles (Presidio, offline; the names extra).
     person_names: bool = False
@@ -208,6 +214,10 @@ def _policy(data: dict[str, Any], where: str) -> dict[str, Any]:
         out["pause_chord"] = keys.parse_chord(chord, f"{where}: field pause_chord")
     if "secret_prompts" in data:
         out["secret_prompts"] = _patterns(data["secret_prompts"], f"{where}: field secret_prompts")
+    if "exclude" in data:
+        out["exclude"] = parse_exclusions(data["exclude"], f"{where}: field exclude")
+    if "lock_screens" in data:
+        out["lock_screens"] = _process_names(data["lock_screens"], f"{where}: field lock_screens")
     return out
 
 
@@ -224,6 +234,19 @@ def _devices(data: dict[str, Any], where: str) -> dict[str, Any]:
     return {
         "devices": tuple(_path(d, f"{where}: field devices[{i}]") for i, d in enumerate(devices))
     }
+
+
+def _process_names(value: Any, where: str) -> tuple[str, ...]:
+    """Names as /proc/<pid>/comm shows them: 1 to 15 characters, no slash."""
+    if not isinstance(value, list):
+        raise InputError(f"{where} must be a list of process names")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not 1 <= len(name) <= 15 or "/" in name:
+            raise InputError(
+                f"{where}[{i}] {name!r} is not a process name as /proc/<pid>/comm shows it "
+                "(1 to 15 characters, no slash: the kernel cuts longer names at 15)"
+            )
+    return tuple(value)
 
 
 def _patterns(value: Any, where: str) -> tuple[str, ...]:

@@ -3,13 +3,18 @@
 Three sources, chosen by the config's ``context``:
 
 - ``sway``: the sway/wlroots IPC socket (``$SWAYSOCK``; i3-ipc framing: ``i3-ipc``, length,
-  type, JSON), subscribed to ``window`` events;
+  type, JSON), subscribed to ``window`` events, with the focused window of ``GET_TREE`` first
+  (so a collector that starts or resumes knows the focus before the next change);
 - ``x11``: ``xprop`` on ``_NET_ACTIVE_WINDOW``, polled once a second;
 - ``inject``: a FIFO (``<inject_dir>/context.fifo``) of JSON lines ``{"app", "title"}`` that
   ``capturelab synth`` writes, so containers without a display exercise the same path.
 
 Each returns focus changes as (app, title). Nothing here leaves the process unredacted: the edge
-filter decides (secret prompts switch secure input on; titles are redacted when kept).
+filter decides (secret prompts switch secure input on; excluded windows withhold everything;
+titles are redacted when kept).
+
+A lock screen is not a window that any of these reports (swaylock draws on a session-lock
+surface), so ``running_lock_screen`` looks for its process instead, whatever the source.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import socket
 import stat
 import struct
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,6 +75,7 @@ class InjectContext:
 _I3_MAGIC = b"i3-ipc"
 _I3_HEADER = struct.Struct("=6sII")
 _I3_SUBSCRIBE = 2
+_I3_GET_TREE = 4
 _I3_EVENT_WINDOW = 0x80000003
 
 
@@ -84,12 +91,25 @@ def sway_focus(event: dict[str, Any]) -> Focus | None:
     return str(app), str(container.get("name") or "")
 
 
+def sway_tree_focus(node: dict[str, Any]) -> Focus | None:
+    """The focused window in a ``GET_TREE`` reply (depth first), else None."""
+    if node.get("focused") and (node.get("app_id") or node.get("window_properties")):
+        props = node.get("window_properties") or {}
+        return str(node.get("app_id") or props.get("class") or ""), str(node.get("name") or "")
+    for child in (*node.get("nodes", ()), *node.get("floating_nodes", ())):
+        found = sway_tree_focus(child)
+        if found is not None:
+            return found
+    return None
+
+
 class SwayContext:
     def __init__(self, socket_path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(socket_path)
         payload = json.dumps(["window"]).encode()
         self.sock.sendall(_I3_HEADER.pack(_I3_MAGIC, len(payload), _I3_SUBSCRIBE) + payload)
+        self.sock.sendall(_I3_HEADER.pack(_I3_MAGIC, 0, _I3_GET_TREE))
         self.sock.setblocking(False)
         self._buf = b""
 
@@ -113,10 +133,13 @@ class SwayContext:
                 break
             body = self._buf[_I3_HEADER.size : _I3_HEADER.size + length]
             self._buf = self._buf[_I3_HEADER.size + length :]
+            focus = None
             if kind == _I3_EVENT_WINDOW:
                 focus = sway_focus(json.loads(body))
-                if focus is not None:
-                    out.append(focus)
+            elif kind == _I3_GET_TREE:
+                focus = sway_tree_focus(json.loads(body))
+            if focus is not None:
+                out.append(focus)
         return out
 
     def close(self) -> None:
@@ -183,3 +206,39 @@ def open_source(kind: str, inject_dir: Path | None) -> ContextSource | None:
     except OSError as exc:
         log.info("context source %s is not available yet: %s", kind, exc)
     return None
+
+
+# Screen lockers by their process name as /proc/<pid>/comm shows it (at most 15 characters).
+# Daemons that only start a locker (xscreensaver, light-locker, gnome-screensaver) are not here:
+# they run all the time.
+DEFAULT_LOCK_SCREENS = (
+    "swaylock",
+    "hyprlock",
+    "gtklock",
+    "waylock",
+    "i3lock",
+    "xsecurelock",
+    "xscreensaver-au",  # xscreensaver-auth, the unlock dialog of xscreensaver 6
+    "kscreenlocker_g",  # kscreenlocker_greet (KDE)
+    "physlock",
+    "slock",
+    "xlock",
+)
+
+
+def running_lock_screen(names: Iterable[str], proc: Path = Path("/proc")) -> str:
+    """The name of a running screen locker, or ``""``. A process that ends while it is read
+    is skipped; a /proc that cannot be listed raises OSError."""
+    wanted = frozenset(names)
+    if not wanted:
+        return ""
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = Path(entry.path, "comm").read_text().rstrip("\n")
+        except OSError:
+            continue
+        if comm in wanted:
+            return comm
+    return ""

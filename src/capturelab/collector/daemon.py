@@ -46,7 +46,7 @@ import zstandard
 
 from capturelab.collector import evdev, screenshot
 from capturelab.collector.config import CollectorConfig
-from capturelab.collector.context import ContextSource
+from capturelab.collector.context import ContextSource, running_lock_screen
 from capturelab.collector.control import ControlSocket
 from capturelab.collector.delivery import Delivery
 from capturelab.collector.devices import DeviceSet
@@ -56,6 +56,7 @@ from capturelab.collector.sealer import Sealer
 from capturelab.collector.spool import Spool
 from capturelab.consent import ConsentRecord, Status
 from capturelab.durable import write_atomic
+from capturelab.exclusions import Exclusions
 from capturelab.names import person_recogniser
 from capturelab.schema import MAX_IMAGE_BYTES, load_dictionary, read_lab_secret
 from capturelab.transport import producer_config
@@ -101,6 +102,8 @@ class Collector:
         self._seal_at = 0.0
         self._last_seal = time.monotonic()
         self._next_poll = 0.0
+        self._next_lock_check = 0.0
+        self._lock_check_failed = False
         self._next_shot = 0.0
         self.screenshot_note = "off" if config.screenshot_interval_s <= 0 else "waiting"
         self._spool_paused = False
@@ -159,11 +162,17 @@ class Collector:
             self.state, self.reason = "refused", verdict.reason
             return
         edge = self.edge
-        if edge is None or edge.scopes != verdict.scopes or verdict.pseudonym != self.pseudonym:
-            self._start_capture(verdict)
+        exclude = self.config.exclude.joined(verdict.exclude)
+        if (
+            edge is None
+            or edge.scopes != verdict.scopes
+            or edge.exclusions != exclude
+            or verdict.pseudonym != self.pseudonym
+        ):
+            self._start_capture(verdict, exclude)
         self.state, self.reason = "capturing", verdict.reason
 
-    def _start_capture(self, verdict: Verdict) -> None:
+    def _start_capture(self, verdict: Verdict, exclude: Exclusions) -> None:
         self._stop_capture(None)
         self.sealer.pseudonym = verdict.pseudonym
         self.edge = EdgeFilter(
@@ -172,8 +181,10 @@ class Collector:
             secret_prompts=self.config.secret_prompts,
             idle_flush_ns=self.config.idle_flush_ms * 1_000_000,
             extra_recognisers=self.recognisers,
+            exclusions=exclude,
         )
         self._next_rescan = 0.0
+        self._next_lock_check = 0.0  # before the first device is read
 
     def _stop_capture(self, ended: ConsentRecord | None) -> None:
         """Seal what the edge holds (up to the consent's end) and close every device."""
@@ -186,14 +197,29 @@ class Collector:
             self.edge = None
         self.devices.close_all()
 
+    def _check_lock_screen(self, edge: EdgeFilter) -> None:
+        """While a screen locker runs, the edge withholds everything (its password first)."""
+        try:
+            locker = running_lock_screen(self.config.lock_screens)
+        except OSError as exc:
+            locker = ""
+            if not self._lock_check_failed:
+                log.error("cannot look for a lock screen in /proc: %s", exc)
+            self._lock_check_failed = True
+        if bool(locker) != ("lock screen" in edge.excluded_reasons):
+            log.info("screen %s: %s", "locked" if locker else "unlocked",
+                     "nothing is captured until it ends" if locker else "capture resumes")  # fmt: skip
+        edge.set_excluded("lock screen", bool(locker), time.monotonic_ns(), time.time_ns())
+
     # --- screenshots --------------------------------------------------------------------------
 
     def _screenshot(self, edge: EdgeFilter, now: float) -> None:
         """One screenshot into its own batch, when granted and no secure input holds."""
-        if not edge.wants_screenshot():
-            self.screenshot_note = "withheld: " + (
-                "secure input" if edge.secure else "the consent does not grant screenshots"
-            )
+        refusal = edge.screenshot_refusal()
+        if refusal:
+            self.screenshot_note = f"withheld: {refusal}"
+            if edge.excluded:
+                edge.counters.screenshots_excluded += 1
             return
         cfg = self.config
         try:
@@ -263,6 +289,7 @@ class Collector:
             },
             "pseudonym": self.pseudonym.hex()[:12] if self.pseudonym else None,
             "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
+            "excluded": sorted(self.edge.excluded_reasons) if self.edge else [],
             "screenshots": self.screenshot_note,
             "spool": {
                 "items": items,
@@ -295,6 +322,9 @@ class Collector:
             self.check_consent()
             self._next_consent = now + cfg.consent_check_interval_s
         capturing = self._capture_allowed_by_spool()
+        if self.edge is not None and now >= self._next_lock_check:
+            self._next_lock_check = now + 1.0
+            self._check_lock_screen(self.edge)
         if capturing and now >= self._next_rescan:
             self.devices.rescan()
             self._next_rescan = now + cfg.device_rescan_interval_s

@@ -16,7 +16,14 @@ event and hands out only what may be kept:
   character inside a finding, its release, and a deleted character that stood inside or at the
   end of one, leave as their class with flag ``REDACTED``. A short tail of the previous text
   is kept so that a label typed before a boundary (``password: ``) still marks what follows;
-- context events (focus changes) carry app and title through the same redaction function.
+- context events (focus changes) carry app and title through the same redaction function;
+- while an excluded window has focus (``capturelab.exclusions``: password managers, private
+  browser windows, lock screens by default, plus the config's and the consent record's
+  patterns) or a lock screen runs, nothing is handed out at all: no key, button, motion or
+  screenshot, only one context event flagged ``EXCLUDED`` with empty app and title. A key or
+  button pressed then stays withheld until its release, even after the exclusion ended. What
+  was withheld is counted (``excluded_*``). When the exclusion ends the focused window is
+  reported again, so a reader knows where input resumed.
 
 Events are handed out in the order they will be numbered; a buffered key keeps its timestamps.
 """
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 from capturelab import keys
 from capturelab.collector.evdev import Raw
 from capturelab.consent import Scope
+from capturelab.exclusions import NONE, Exclusions
 from capturelab.keys import EV_KEY, EV_SYN
 from capturelab.redact import Recogniser, find, redact
 from capturelab.schema import (
@@ -83,6 +91,11 @@ class EdgeCounters:
     redacted_titles: int = 0
     screenshots: int = 0
     screenshots_withheld: int = 0
+    excluded_windows: int = 0  # times an excluded window took focus or a lock screen started
+    excluded_keys: int = 0  # key presses withheld while excluded
+    excluded_clicks: int = 0  # button presses withheld while excluded
+    excluded_other: int = 0  # every other input event withheld (releases, motion, wheel, sync)
+    screenshots_excluded: int = 0
     findings: dict[str, int] = field(default_factory=dict)  # redaction findings by kind
 
     def found(self, kinds: Iterable[str]) -> None:
@@ -100,8 +113,10 @@ class EdgeFilter:
         idle_flush_ns: int = 3_000_000_000,
         max_buffer_events: int = 4096,
         extra_recognisers: Iterable[Recogniser] = (),
+        exclusions: Exclusions = NONE,
     ) -> None:
         self.scopes = frozenset(scopes)
+        self.exclusions = exclusions
         self.extra_recognisers = tuple(extra_recognisers)  # e.g. person names (capturelab.names)
         self.pause_chord = pause_chord or keys.parse_chord(list(DEFAULT_PAUSE_CHORD), "pause_chord")
         self.secret_prompts = keys.SecretPrompts(secret_prompts)
@@ -119,6 +134,9 @@ class EdgeFilter:
         # Keys whose press left masked (secure input, redacted): their repeats and release
         # leave masked the same way, even after the mode or the buffer changed.
         self._masked_down: dict[int, tuple[int, int]] = {}
+        self.excluded_reasons: set[str] = set()  # "window", "lock screen"
+        self._excluded_down: set[tuple[DeviceClass, int]] = set()
+        self._focus: tuple[str, str] | None = None  # the last focused window reported
 
     # --- modes ------------------------------------------------------------------------------
 
@@ -141,12 +159,62 @@ class EdgeFilter:
     def is_secret_prompt(self, app: str, title: str) -> bool:
         return self.secret_prompts.matches(app, title)
 
+    @property
+    def excluded(self) -> bool:
+        return bool(self.excluded_reasons)
+
+    def set_excluded(self, reason: str, on: bool, mono_ns: int, wall_ns: int) -> None:
+        """Start or end one reason to withhold everything; marks the change in the stream."""
+        was = self.excluded
+        if on:
+            self.excluded_reasons.add(reason)
+        else:
+            self.excluded_reasons.discard(reason)
+        if self.excluded == was:
+            return
+        if self.excluded:
+            self.flush()  # what was typed before is judged and handed out as before
+            self._tail = ""
+            self.counters.excluded_windows += 1
+            if Scope.CONTEXT in self.scopes:
+                self.out.append((mono_ns, wall_ns, "", "", int(EventFlag.EXCLUDED)))
+        elif self._focus is not None:
+            self._context_event(*self._focus, mono_ns, wall_ns)
+
+    def _withheld(self, device: DeviceClass, etype: int, code: int, value: int) -> bool:
+        """Excluded: count and drop. A key or button pressed while excluded is dropped up to
+        its release, so no part of it shows after the exclusion ends."""
+        down = (device, code)
+        if etype == EV_KEY and down in self._excluded_down:
+            if value == 0:
+                self._excluded_down.discard(down)
+        elif not self.excluded:
+            return False
+        elif etype == EV_KEY and value == 1:
+            self._excluded_down.add(down)
+            self._masked_down.pop(code, None)
+            if device is DeviceClass.KEYBOARD:
+                self.counters.excluded_keys += 1
+            else:
+                self.counters.excluded_clicks += 1
+            return True
+        elif etype == EV_KEY and value == 0 and device is DeviceClass.KEYBOARD:
+            self._masked_down.pop(code, None)
+        self.counters.excluded_other += 1
+        return True
+
     # --- input ------------------------------------------------------------------------------
 
     def process(self, device: DeviceClass, raw: Raw, mono_ns: int) -> None:
         sec, usec, etype, code, value = raw
         wall_ns = sec * 1_000_000_000 + usec * 1000
-        if device is DeviceClass.KEYBOARD:
+        chord = False
+        if device is DeviceClass.KEYBOARD and etype == EV_KEY:
+            self._track_modifiers(code, value)  # withheld or not, the state stays right
+            chord = value == 1 and code in self.pause_chord and self.pause_chord <= self._pressed
+        if self._withheld(device, etype, code, value):
+            pass
+        elif device is DeviceClass.KEYBOARD:
             if etype == EV_KEY:
                 self._key(wall_ns, mono_ns, code, value)
             elif etype == EV_SYN:
@@ -160,6 +228,8 @@ class EdgeFilter:
         else:
             self.counters.kept += 1
             self.out.append((mono_ns, wall_ns, device, etype, code, value, 0))
+        if chord:  # the pause chord works in an excluded window too
+            self.set_secure("chord", "chord" not in self.secure_reasons)
 
     def _track_modifiers(self, code: int, value: int) -> None:
         if value == 1:
@@ -176,8 +246,6 @@ class EdgeFilter:
             self._caps = not self._caps
 
     def _key(self, wall_ns: int, mono_ns: int, code: int, value: int) -> None:
-        self._track_modifiers(code, value)
-        chord = value == 1 and code in self.pause_chord and self.pause_chord <= self._pressed
         masked = self._masked_down.get(code)
         if masked is not None and value != 1:
             if value == 0:
@@ -195,8 +263,6 @@ class EdgeFilter:
             self._keyboard_event((mono_ns, wall_ns, KEYBOARD, EV_KEY, cls, value, CLASS_ONLY))
         else:
             self._buffered_key(wall_ns, mono_ns, code, value)
-        if chord:
-            self.set_secure("chord", "chord" not in self.secure_reasons)
 
     def _keyboard_event(self, event: Out) -> None:
         """Out now, or behind the buffered keys (order is kept)."""
@@ -269,10 +335,27 @@ class EdgeFilter:
     # --- screenshots ------------------------------------------------------------------------
 
     def wants_screenshot(self) -> bool:
-        """Granted, and no secret prompt, pause or chord holds secure input."""
-        return Scope.SCREENSHOTS in self.scopes and not self.secure
+        """Granted, no excluded window has focus and nothing holds secure input."""
+        return not self.screenshot_refusal()
+
+    def screenshot_refusal(self) -> str:
+        """Why no screenshot may be taken now, or ``""`` when one may."""
+        if self.excluded:
+            return (
+                "an excluded window has focus"
+                if "window" in self.excluded_reasons
+                else ("the screen is locked")
+            )
+        if self.secure:
+            return "secure input"
+        if Scope.SCREENSHOTS not in self.scopes:
+            return "the consent does not grant screenshots"
+        return ""
 
     def screenshot(self, image: bytes, fmt: ImageFormat, mono_ns: int, wall_ns: int) -> None:
+        if self.excluded:
+            self.counters.screenshots_excluded += 1
+            return
         if not self.wants_screenshot() or len(image) > MAX_IMAGE_BYTES:
             self.counters.screenshots_withheld += 1
             return
@@ -282,10 +365,18 @@ class EdgeFilter:
     # --- context ----------------------------------------------------------------------------
 
     def context(self, app: str, title: str, mono_ns: int, wall_ns: int) -> None:
-        """The focused window changed: a boundary for typed text, maybe a secret prompt."""
+        """The focused window changed: a boundary for typed text, maybe a secret prompt, maybe
+        an excluded window (then only the ``EXCLUDED`` mark leaves, never its app or title)."""
         self.flush()
         self._tail = ""
+        self._focus = (app, title)
         self.set_secure("prompt", self.is_secret_prompt(app, title))
+        was = self.excluded
+        self.set_excluded("window", bool(self.exclusions.match(app, title)), mono_ns, wall_ns)
+        if not was and not self.excluded:
+            self._context_event(app, title, mono_ns, wall_ns)
+
+    def _context_event(self, app: str, title: str, mono_ns: int, wall_ns: int) -> None:
         if Scope.CONTEXT not in self.scopes:
             return
         clean_app, app_findings = redact(app, self.extra_recognisers)

@@ -38,6 +38,7 @@ from capturelab.consent import (
 )
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
+from capturelab.exclusions import NONE, Exclusions
 from capturelab.schema import pseudonymize
 
 log = logging.getLogger("capturelab.collector")
@@ -60,6 +61,7 @@ class Verdict:
     scopes: frozenset[Scope] = field(default_factory=frozenset)
     pseudonym: bytes = b""
     ended: ConsentRecord | None = None
+    exclude: Exclusions = NONE  # the record's own excluded apps and windows
 
 
 class ConsentGate:
@@ -127,7 +129,7 @@ class ConsentGate:
         self._logged_refusal = ""
         pseudonym = pseudonymize(self.secret, record.participant_id)
         self._publish_grant(record, pseudonym)
-        return Verdict(True, decision.reason, decision.scopes, pseudonym)
+        return Verdict(True, decision.reason, decision.scopes, pseudonym, exclude=record.exclude)
 
     # --- announcements (the control topic, through the spool) -----------------------------------
 

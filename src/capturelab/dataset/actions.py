@@ -14,6 +14,11 @@ class (``type-classes "aaaa_aa9"``: letter, space, digit). Every typed text and 
 title goes through the shared ``redact`` function here, whatever the edge did before; text typed
 while a secret prompt had focus becomes ``type [PASSWORD]``; secure-input keys become
 ``secure-input`` (no count: a count would leak a password's length).
+
+An excluded window (a context event flagged ``EXCLUDED`` by the edge, or one whose app or title
+matches ``capturelab.exclusions``, should a collector have let it through) becomes ``excluded``;
+everything up to the next context event is dropped (counted in ``excluded_events``), and keys
+and buttons held across it are forgotten (the stream has no release for them).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from capturelab import keys
+from capturelab.exclusions import NONE, Exclusions
 from capturelab.redact import Recogniser, redact
 from capturelab.schema import (
     ContextEvent,
@@ -86,12 +92,16 @@ class ActionBuilder:
         extra_recognisers: Iterable[Recogniser] = (),
         secret_prompts: Iterable[str] = keys.DEFAULT_SECRET_PROMPTS,
         screenshot_name: Callable[[ScreenshotEvent], str] | None = None,
+        exclusions: Exclusions = NONE,
     ) -> None:
         self.text_allowed = text_allowed
         self.findings = findings
         self.recognisers = tuple(extra_recognisers)
         self.secret_prompts = keys.SecretPrompts(secret_prompts)
         self.screenshot_name = screenshot_name
+        self.exclusions = exclusions
+        self.excluded_events = 0
+        self._excluded = False
         self.actions: list[Action] = []
         self._last_ns: int | None = None
         self._secret_focus = False
@@ -183,12 +193,23 @@ class ActionBuilder:
     def feed(self, event: Event) -> None:
         if isinstance(event, ContextEvent):
             self.flush()
+            self._excluded = bool(event.flags & EventFlag.EXCLUDED) or bool(
+                self.exclusions.match(event.app, event.title)
+            )
+            if self._excluded:
+                self._mods.clear()
+                self._shift = 0
+                self._pressed.clear()
+                self._emit(event.wall_ns, "excluded")
+                return
             self._secret_focus = self.secret_prompts.matches(event.app, event.title)
             title, found = redact(event.title, self.recognisers)
             app, found_app = redact(event.app, self.recognisers)
             for f in (*found, *found_app):
                 self.findings.add(f.kind)
             self._emit(event.wall_ns, f"focus {app or '-'} {quote(title)}")
+        elif self._excluded:
+            self.excluded_events += 1
         elif isinstance(event, ScreenshotEvent):
             self.flush()
             name = self.screenshot_name(event) if self.screenshot_name else "withheld"

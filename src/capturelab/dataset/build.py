@@ -305,6 +305,9 @@ def _session(
     for event in events:
         builder.feed(event)
     actions = builder.finish()
+    if builder.excluded_events:
+        tally.events_kept -= builder.excluded_events
+        tally.excluded["an excluded window had focus"] += builder.excluded_events
     tally.actions += len(actions)
     split = "eval" if session.id in held else "train"
     n = 0

@@ -1,0 +1,134 @@
+"""Excluded windows and lock screens through the running daemon: nothing of them is sealed."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from collectorkit import Gate, collector_config, running, typed_text, wait_for, write_consent
+
+from capturelab import keys
+from capturelab.collector import synth
+from capturelab.collector.daemon import Collector
+from capturelab.exclusions import Exclusions
+from capturelab.schema import ContextEvent, DeviceClass, EventFlag, InputEvent, decode_batch
+
+
+def _session(steps: list[tuple[str, Any]]) -> synth.Session:
+    b = synth._Builder(random.Random(7), 52, 125)  # noqa: S311 - synthetic typing
+    for what, arg in steps:
+        if what == "focus":
+            b.focus(*arg)
+        elif what == "type":
+            b.type_text(arg)
+            b.press("KEY_ENTER")
+        else:
+            b.move_and_click()
+    return b.s
+
+
+def _presses_while_excluded(session: synth.Session, patterns: Exclusions) -> tuple[int, int]:
+    """Key presses and button presses the session made while an excluded window had focus."""
+    excluded, presses = False, {DeviceClass.KEYBOARD: 0, DeviceClass.MOUSE: 0}
+    for item in session.merged():
+        if len(item) == 3:
+            excluded = bool(patterns.match(str(item[1]), str(item[2])))
+        elif excluded and item[2] == keys.EV_KEY and item[4] == 1:
+            presses[DeviceClass(item[1])] += 1
+    return presses[DeviceClass.KEYBOARD], presses[DeviceClass.MOUSE]
+
+
+def _sealed() -> list[Any]:
+    return [e for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events]
+
+
+def _play(c: Collector, injector: synth.FifoInjector, session: synth.Session) -> None:
+    read = c.counters.read
+    synth.play(session, injector, 0)
+    want = read + len(session.keyboard) + len(session.mouse)
+    wait_for(lambda: c.counters.read >= want, "every injected event read")
+    wait_for(c.settled, "everything sealed and delivered", timeout=60)
+
+
+def test_excluded_windows_of_the_defaults_config_and_record_seal_nothing(tmp_path: Path) -> None:
+    config = collector_config(tmp_path, "127.0.0.1:9092", exclude={"titles": ["Bank of"]})
+    write_consent(
+        config.consent_file, ["keys:text", "mouse", "context"], exclude="{apps: ['^signal$']}"
+    )
+    session = _session(
+        [
+            ("focus", ("xterm", "alice@lab: ~")),
+            ("type", "echo before"),
+            ("focus", ("org.keepassxc.KeePassXC", "Passwords.kdbx - KeePassXC")),
+            ("type", "CanaryVault1!"),
+            ("click", None),
+            ("focus", ("firefox", "New Tab — Mozilla Firefox Private Browsing")),
+            ("type", "canary private search"),
+            ("focus", ("firefox", "Bank of Nowhere — Mozilla Firefox")),  # the config's
+            ("type", "canary iban"),
+            ("focus", ("signal", "Signal")),  # the record's
+            ("type", "canary chat"),
+            ("click", None),
+            ("focus", ("xterm", "alice@lab: ~")),
+            ("type", "echo after"),
+        ]
+    )
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: c.state == "capturing", "capture to start")
+        _play(c, injector, session)
+        status = c.status()
+    injector.close()
+    events = _sealed()
+    assert typed_text(events) == "echo before\necho after\n"
+    contexts = [(e.app, e.title, e.flags) for e in events if isinstance(e, ContextEvent)]
+    assert contexts == [
+        ("xterm", "alice@lab: ~", EventFlag.NONE),
+        ("", "", EventFlag.EXCLUDED),  # one mark for the four excluded windows in a row
+        ("xterm", "alice@lab: ~", EventFlag.NONE),
+    ]
+    # Between the mark and the next window: not one key, button, motion or sync event.
+    mark = next(i for i, e in enumerate(events) if isinstance(e, ContextEvent) and e.flags)
+    assert isinstance(events[mark + 1], ContextEvent)
+    clicks = [e for e in events if isinstance(e, InputEvent) and e.device is DeviceClass.MOUSE]
+    assert clicks == []  # both clicks were in excluded windows
+    counters = status["counters"]
+    patterns = config.exclude.joined(Exclusions(apps=("^signal$",)))
+    assert _presses_while_excluded(session, patterns) == (
+        counters["excluded_keys"],
+        counters["excluded_clicks"],
+    ) == (63, 2)  # fmt: skip
+    assert counters["excluded_windows"] == 1 and status["excluded"] == []
+
+
+def test_a_running_lock_screen_seals_nothing_until_it_ends(tmp_path: Path) -> None:
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    write_consent(config.consent_file, ["keys:text", "mouse", "context"])
+    locker = tmp_path / "swaylock"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", locker)
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: c.state == "capturing", "capture to start")
+        _play(c, injector, _session([("focus", ("xterm", "~")), ("type", "echo one")]))
+        proc = subprocess.Popen([str(locker), "120"])
+        try:
+            wait_for(lambda: c.status()["excluded"] == ["lock screen"], "the lock to be seen", 10)
+            _play(c, injector, _session([("type", "CanaryUnlock9"), ("click", None)]))
+        finally:
+            proc.kill()
+            proc.wait()
+        wait_for(lambda: c.status()["excluded"] == [], "the unlock to be seen", 10)
+        _play(c, injector, _session([("type", "echo two")]))
+        status = c.status()
+    injector.close()
+    events = _sealed()
+    assert typed_text(events) == "echo one\necho two\n"
+    contexts = [(e.app, e.title, e.flags) for e in events if isinstance(e, ContextEvent)]
+    assert contexts == [("xterm", "~", 0), ("", "", EventFlag.EXCLUDED), ("xterm", "~", 0)]
+    assert status["counters"]["excluded_clicks"] == 1
+    assert status["counters"]["excluded_keys"] >= len("CanaryUnlock9") + 1
