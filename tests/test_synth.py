@@ -37,10 +37,22 @@ def test_the_same_seed_gives_the_same_session() -> None:
 
 def test_canaries_are_fake_and_well_formed() -> None:
     canaries = {c.kind: c.value for c in synth.build_session(11, 90).canaries}
-    assert set(canaries) == {"prompt_password", "label_password", "email", "card"}
+    assert set(canaries) == set(synth.CANARY_KINDS)
     digits = canaries["card"].replace(" ", "")
     assert digits.startswith("4000") and len(digits) == 16 and _luhn(digits)
     assert re.fullmatch(r"canary\.[0-9a-f]{6}@example\.org", canaries["email"])
+
+
+@pytest.mark.parametrize("seconds", [5, 20, 40])
+def test_every_session_plants_every_kind_and_counts_the_excluded_presses(seconds: int) -> None:
+    for seed in range(1000, 1040):
+        session = synth.build_session(seed, seconds)
+        assert [c.kind for c in session.canaries] == list(synth.CANARY_KINDS), seed
+        vault = next(c.value for c in session.canaries if c.kind == "excluded_window")
+        # its characters, enter and a click: what the collector must withhold
+        presses = session.manifest()["excluded_presses"]
+        assert presses["clicks"] == 1
+        assert presses["keys"] == len(vault) + 1 + sum(ch.isupper() for ch in vault)
 
 
 def test_the_bench_stream_is_kernel_input_events() -> None:

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodeconfig import first_bootstrap, read_yaml, run_json, sink_window
 
 from capturelab.authority import Authority
-from capturelab.collector.synth import CANARY_KINDS, PHRASES
+from capturelab.collector.synth import CANARY_KINDS, PHRASES, VAULT
 from capturelab.consent import (
     ControlMessage,
     ControlType,
@@ -177,6 +177,11 @@ def _capture(lab: Lab, nodes: list[str], seconds: float, seed0: int) -> dict[str
             "pseudonym": after["pseudonym"],
             "manifest": manifests[node],
             "findings": _edge_delta(before[node]["counters"], after["counters"]),
+            "withheld": {
+                kind: after["counters"].get(f"excluded_{kind}", 0)
+                - before[node]["counters"].get(f"excluded_{kind}", 0)
+                for kind in ("keys", "clicks", "other", "windows")
+            },
         }
     return out
 
@@ -233,6 +238,34 @@ def _exactly_once(sent: dict[str, Any], windows: dict[str, dict[str, Any]]) -> l
     return results
 
 
+def _excluded_withheld(sent: dict[str, Any]) -> list[Result]:
+    """What synth pressed while its password manager had focus, against what the collector
+    says it withheld (its status); the dataset stage checks that nothing of it was stored."""
+    results = []
+    for node, s in sent.items():
+        want = s["manifest"].get("excluded_presses", {"keys": 0, "clicks": 0})
+        got = s["withheld"]
+        ok = want["keys"] > 0 and (got["keys"], got["clicks"]) == (want["keys"], want["clicks"])
+        results.append(
+            Result(
+                SUITE,
+                "excluded-window-withheld",
+                node,
+                "pass" if ok else "fail",
+                value=got["keys"] + got["clicks"],
+                target=want["keys"] + want["clicks"],
+                unit="presses",
+                tool="capturelab synth --manifest; capturelab collector status",
+                detail=f"synth pressed {want['keys']} keys and {want['clicks']} buttons while "
+                f"{VAULT[0]} had focus; the collector withheld {got['keys']} key and "
+                f"{got['clicks']} button presses and {got['other']} other events in "
+                f"{got['windows']} excluded span(s) (no screenshots: the sim has no display)"
+                + ("" if want["keys"] else "; synth planted no excluded_window canary"),
+            )
+        )
+    return results
+
+
 def test_capture_lands_exactly_once(lab: Lab, record: Any, e2e: Run) -> None:
     collectors = lab.nodes("collectors")
     storage = lab.nodes("storage")
@@ -258,7 +291,7 @@ def test_capture_lands_exactly_once(lab: Lab, record: Any, e2e: Run) -> None:
     for s in sent.values():
         e2e.edge(s["findings"])
     e2e.stage("capture", start)
-    results = _exactly_once(sent, windows)
+    results = _exactly_once(sent, windows) + _excluded_withheld(sent)
     record(*results)
     assert_passed(results)
     e2e.failed = None
@@ -535,6 +568,9 @@ def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[s
     typed = lab.run(storage, f"grep -rhoF {control} {path} | wc -l", 60)
     examples = sum(card["counts"]["examples"].values())
     found = int(hits.stdout.strip()) if hits is not None else -1
+    leaked = int(card.get("excluded", {}).get("an excluded window had focus", 0))
+    marked = lab.run(storage, f"grep -rhoF 'excluded\\n' {path} | wc -l", 60)
+    marks = int(marked.stdout.strip() or 0)
     planted = sorted(set(e2e.canary_kinds))
     results = [
         Result(
@@ -575,6 +611,19 @@ def test_dataset_has_no_canary(lab: Lab, record: Any, e2e: Run, evidence: dict[s
             f"the edge, {card.get('redaction_findings') or 'none'} in the builder"
             if e2e.canaries
             else "synth planted no canary: nothing to look for",
+        ),
+        Result(
+            SUITE,
+            "dataset-excluded-spans-empty",
+            storage,
+            "pass" if marks > 0 and leaked == 0 else "fail",
+            value=leaked,
+            target=0,
+            unit="events",
+            tool="capturelab dataset build (card)",
+            detail=f"{marks} excluded-window marks in the dataset; stored events that followed "
+            f"a mark before the next window: {leaked} (the builder drops and counts them)"
+            + ("" if marks else "; no mark at all: did synth plant its excluded_window canary?"),
         ),
         Result(
             SUITE,

@@ -6,6 +6,8 @@ shift for capitals and symbols), mouse work (125 Hz relative motion along minimu
 then a click) and pauses. Planted canaries, all fake, test the privacy path end to end:
 
 - ``prompt_password``: typed while a ``[sudo] password for ...`` window has focus (secure input);
+- ``excluded_window``: typed (then a click) while a password manager has focus: an excluded
+  window, so the collector keeps nothing of it (the manifest counts those presses);
 - ``label_password``: typed after ``password: `` in an editor (the text scrubber);
 - ``email`` and ``card`` (Luhn-valid test number): typed in a message (the text scrubber).
 
@@ -33,6 +35,7 @@ from typing import Any
 from capturelab import keys
 from capturelab.collector import evdev
 from capturelab.errors import HostEnvironmentError
+from capturelab.exclusions import NONE, Exclusions
 from capturelab.schema import ContextEvent, DeviceClass, Event, EventFlag, InputEvent
 
 # (offset ns from the session start, device, type, code, value) or a focus change
@@ -54,8 +57,11 @@ PHRASES = (
 APPS = (("xterm", "alice@lab: ~/projects"), ("firefox", "Docs - Mozilla Firefox"),
         ("code", "pipeline.py - Visual Studio Code"))  # fmt: skip
 F_SETPIPE_SZ = 1031
-# What synth plants, in this order (a session of about 40 s plants each once).
-CANARY_KINDS = ("prompt_password", "label_password", "email", "card")
+# What synth plants, in this order: each once in every session (one shorter than about 50 s
+# runs on until it has).
+CANARY_KINDS = ("prompt_password", "excluded_window", "label_password", "email", "card")
+PLANT_NS = 10_000_000_000  # about the longest a canary takes to type
+VAULT = ("org.keepassxc.KeePassXC", "Passwords.kdbx - KeePassXC")  # excluded by default
 
 
 @dataclass
@@ -87,7 +93,22 @@ class Session:
             "typed_chars": self.typed_chars,
             "wpm_while_typing": round(self.typed_chars / 5 / minutes, 1) if minutes else 0.0,
             "canaries": [vars(c) for c in self.canaries],
+            "excluded_presses": self.excluded_presses(),
         }
+
+    def excluded_presses(self, exclusions: Exclusions = NONE) -> dict[str, int]:
+        """Key and button presses made while an excluded window had focus: what a collector
+        must withhold (its ``excluded_keys`` and ``excluded_clicks``)."""
+        excluded, keys_n, clicks_n = False, 0, 0
+        for item in self.merged():
+            if len(item) == 3:
+                excluded = bool(exclusions.match(str(item[1]), str(item[2])))
+            elif excluded and item[2] == keys.EV_KEY and item[4] == 1:
+                if item[1] == DeviceClass.KEYBOARD:
+                    keys_n += 1
+                else:
+                    clicks_n += 1
+        return {"keys": keys_n, "clicks": clicks_n}
 
 
 def luhn_card(rng: random.Random) -> str:
@@ -196,9 +217,12 @@ def build_session(
     app = APPS[0]
     b.focus(*app)
     planted = 0
-    while b.t < end:
+    while b.t < end or (canaries and planted < len(CANARY_KINDS)):
         roll = rng.random()
-        if canaries and planted < 4 and roll < 0.25:
+        # A canary now and then, and every time once the kinds left need the time left (up to
+        # 10 s each); a session goes on past its duration until it planted every kind.
+        late = b.t >= end - (len(CANARY_KINDS) - planted) * PLANT_NS
+        if canaries and planted < len(CANARY_KINDS) and (roll < 0.25 or late):
             _plant(b, rng, planted, app)
             planted += 1
         elif roll < 0.6:
@@ -241,6 +265,14 @@ def _plant(b: _Builder, rng: random.Random, n: int, app: tuple[str, str]) -> Non
         b.press("KEY_ENTER")
         b.focus(*app)
         how = "typed while a sudo prompt had focus"
+    elif kind == "excluded_window":
+        value = f"vAult{tag}canary"
+        b.focus(*VAULT)
+        b.type_text(value)
+        b.press("KEY_ENTER")
+        b.move_and_click()
+        b.focus(*app)
+        how = "typed, then a click, while a password manager had focus (an excluded window)"
     elif kind == "label_password":
         value = f"cAnary{tag}pw7"
         b.type_text(f"password: {value}")
