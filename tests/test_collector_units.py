@@ -7,10 +7,10 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from collectorkit import collector_config, running, wait_for, write_consent
+from collectorkit import Gate, collector_config, running, wait_for, write_consent
 from confluent_kafka import KafkaError
 
 from capturelab.collector import spool as spool_module
@@ -23,33 +23,6 @@ from capturelab.errors import HostEnvironmentError, InputError
 from capturelab.schema import decode_batch
 
 
-class Gate:
-    """A fake producer: acknowledges only while ``open``; records what it was given."""
-
-    open = True
-    sent: ClassVar[list[tuple[str, bytes]]] = []
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.waiting: list[Any] = []
-
-    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
-        self.waiting.append((topic, value, on_delivery))
-
-    def poll(self, timeout: float) -> int:
-        time.sleep(timeout)
-        if not Gate.open:
-            return 0
-        waiting, self.waiting = self.waiting, []
-        for topic, value, report in waiting:
-            Gate.sent.append((topic, value))
-            report(None, None)
-        return len(waiting)
-
-    def flush(self, timeout: float) -> int:
-        return self.poll(0)
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -60,6 +33,10 @@ class Gate:
         ({"context": "wayland"}, "field context 'wayland' is not one of"),
         ({"pause_chord": ["KEY_LEFTCTRL", "KEY_NOPE"]}, "pause_chord[1] 'KEY_NOPE'"),
         ({"secret_prompts": ["(unclosed"]}, "secret_prompts[0]"),
+        ({"exclude": {"apps": ["ok", "(x"]}}, "field exclude.apps[1] '(x' is not a regular"),
+        ({"exclude": {"title": ["x"]}}, "field exclude: unknown field(s) title (apps, titles)"),
+        ({"lock_screens": ["swaylock", "kscreenlocker_greet"]}, "field lock_screens[1] 'kscr"),
+        ({"lock_screens": "swaylock"}, "field lock_screens must be a list of process names"),
         ({"devices": []}, "field devices must be auto or a non-empty list"),
         ({"spool_max_bytes": 10}, "field spool_max_bytes must be an integer >= 1048576"),
         ({"surprise": 1}, "unknown field(s) surprise"),
@@ -241,3 +218,31 @@ def test_a_full_card_pauses_capture_through_consent_checks_and_loses_nothing(
     injector.close()
     seqs = [e.seq for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events]
     assert sealed > 0 and seqs == list(range(sealed))
+
+
+def test_check_config_names_the_file_and_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml  # noqa: PLC0415
+
+    from capturelab.cli import main  # noqa: PLC0415
+
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    path = tmp_path / "collector.yml"
+    data = {
+        "collector_id": config.collector_id,
+        "consent_file": str(config.consent_file),
+        "consent_authority_file": str(config.consent_authority_file),
+        "lab_secret_file": str(config.lab_secret_file),
+        "spool_dir": str(config.spool_dir),
+        "bootstrap_servers": "gw:9092",
+        "exclude": {"apps": ["^signal$"], "titles": ["Bank of "]},
+    }
+    path.write_text(yaml.safe_dump(data))
+    assert main(["collector", "check-config", str(path)]) == 0
+    assert "a valid collector config" in capsys.readouterr().out
+    data["exclude"] = {"titles": ["(Bank"]}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["collector", "check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"collector config {path}: field exclude.titles[0] '(Bank' is not a regular" in err

@@ -116,3 +116,17 @@ def test_erase_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert list(json.loads(capsys.readouterr().out)["collectors"]) == ["c2"]
     assert main(["sink", "erase", "--root", str(tmp_path), "--pseudonym", "nothex"]) == 2
     assert "64 lower-case hex" in capsys.readouterr().err
+
+
+def test_check_config_reads_as_the_daemon_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    config = tmp_path / "sink.yml"
+    good = (
+        f"root: {tmp_path}/array\nbootstrap_servers: 127.0.0.1:9\n"
+        "consent_authority_file: /etc/capturelab/authority.pub\n"
+    )
+    config.write_text(good)
+    assert main(["sink", "check-config", str(config)]) == 0
+    assert "a valid sink config" in capsys.readouterr().out
+    config.write_text(good + "surprise: 1\n")
+    assert main(["sink", "check-config", str(config)]) == 2
+    assert f"sink config {config}: unknown field" in capsys.readouterr().err

@@ -176,6 +176,13 @@ def cmd_train_dictionary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Read a collector config as the daemon would (the role validates each render with this)."""
+    load_config(args.path)
+    print(f"{args.path}: a valid collector config")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("collector", help="the edge capture daemon (Pi 5)")
     csub = p.add_subparsers(dest="collector_command", metavar="SUBCOMMAND", required=True)
@@ -183,6 +190,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     run.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     run.set_defaults(handler=cmd_run)
+    check = csub.add_parser(
+        "check-config", help="read a config as the daemon would; exit 2 names the field"
+    )
+    check.add_argument("path", type=Path)
+    check.set_defaults(handler=cmd_check_config)
     status = csub.add_parser("status", help="consent, scopes, spool depth, last delivery, events/s")
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true")

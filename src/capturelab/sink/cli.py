@@ -145,10 +145,22 @@ def cmd_expire(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Read a sink config as the daemon would (the role validates each render with this)."""
+    load_config(args.path)
+    print(f"{args.path}: a valid sink config")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sink", help="the storage node's sink: land batches exactly once")
     ss = p.add_subparsers(dest="sink_command", metavar="ACTION", required=True)
 
+    check = ss.add_parser(
+        "check-config", help="read a config as the daemon would; exit 2 names the field"
+    )
+    check.add_argument("path", type=Path)
+    check.set_defaults(handler=cmd_check_config)
     run = ss.add_parser("run", help="consume the capture and control topics (the service)")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     run.add_argument("--max-seconds", type=float, help="stop after this long (tests)")

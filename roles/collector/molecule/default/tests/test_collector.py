@@ -57,6 +57,22 @@ def test_captures_with_consent_and_delivers(host):
     doc = wait(host, lambda d: d["spool"]["items"] == 0 and d["delivery"]["delivered_items"] > 0
                and d["counters"]["sealed_events"] > 0, "delivery")  # fmt: skip
     assert doc["consent"]["status"] == "valid" and "keys:text" in doc["consent"]["scopes"]
+    # synth's password-manager window: every press in it withheld, and counted as such
+    manifest = json.loads(result.stderr.strip().splitlines()[-1])
+    want = manifest["excluded_presses"]
+    got = doc["counters"]
+    assert (got["excluded_keys"], got["excluded_clicks"]) == (want["keys"], want["clicks"])
+    assert want["keys"] > 0 and got["excluded_windows"] >= 1 and doc["excluded"] == []
+
+
+def test_the_rendered_config_holds_the_exclusions_and_reads_as_the_daemon_reads_it(host):
+    config = host.file("/etc/capturelab/collector.yml").content_string
+    assert "^signal$" in config and "Bank of " in config
+    assert "Health record" in host.file(CONSENT).content_string  # signed with the record
+    host.check_output(f"{CLI} collector check-config /etc/capturelab/collector.yml")
+    bad = host.run(f"sed 's/Bank of /(Bank/' /etc/capturelab/collector.yml > /tmp/bad.yml && "
+                   f"{CLI} collector check-config /tmp/bad.yml")  # fmt: skip
+    assert bad.rc == 2 and "field exclude.titles[0] '(Bank' is not a regular expression" in bad.stderr
 
 
 def test_refuses_without_consent(host):
