@@ -59,6 +59,7 @@ def collector_config(tmp: Path, bootstrap: str, name: str = "c1", **extra: Any) 
         "device_rescan_interval_s": 0.2,
         "consent_check_interval_s": 0.2,
         "status_interval_s": 0.2,
+        "lock_screens": [],  # a locker running on the machine under test is not the test's
     }
     data.update(extra)
     return parse_config(data, "test config")

@@ -153,15 +153,15 @@ def test_a_running_lock_screen_is_found_by_its_process_name(tmp_path: Path) -> N
 
 
 def test_a_real_process_named_like_a_locker_is_found(tmp_path: Path) -> None:
-    locker = tmp_path / "hyprlock"
+    locker = tmp_path / "cl-ctx-locker"
     shutil.copy(shutil.which("sleep") or "/bin/sleep", locker)
     proc = subprocess.Popen([str(locker), "30"])
     try:
         deadline = time.monotonic() + 10  # until the child has exec'd (its comm changes then)
-        while running_lock_screen(DEFAULT_LOCK_SCREENS) != "hyprlock":
+        while running_lock_screen(["hyprlock", "cl-ctx-locker"]) != "cl-ctx-locker":
             assert time.monotonic() < deadline, "the locker process was never seen"
             time.sleep(0.01)
     finally:
         proc.kill()
         proc.wait()
-    assert running_lock_screen(["hyprlock"]) == ""
+    assert running_lock_screen(["cl-ctx-locker"]) == ""

@@ -241,7 +241,7 @@ def test_an_excluded_window_withholds_every_key_click_and_screenshot() -> None:
         ("xterm", "alice@lab", 0),
     ]
     c = edge.counters
-    assert (c.excluded_windows, c.excluded_keys, c.excluded_clicks) == (
+    assert (c.excluded_spans, c.excluded_keys, c.excluded_clicks) == (
         1,
         11,
         1,
@@ -305,3 +305,72 @@ def test_without_the_context_scope_the_exclusion_still_holds_and_no_mark_leaves(
     click(edge)
     edge.context("xterm", "", 0, 0)
     assert edge.out == [] and edge.counters.excluded_keys == 7
+
+
+def test_a_lock_span_with_no_focus_known_ends_with_an_empty_focus() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.CONTEXT})
+    edge.set_excluded("lock screen", True, 0, 0)
+    edge.set_excluded("lock screen", False, 0, 0)
+    type_text(edge, "ab", enter=False)
+    assert contexts(edge) == [("", "", int(EventFlag.EXCLUDED)), ("", "", 0)]
+    assert len(key_codes(edge)) == 4  # two presses, two releases: after the span, kept
+
+
+def test_a_watching_filter_keeps_nothing_until_the_focus_is_known() -> None:
+    edge = EdgeFilter(TEXT_SCOPES, watch_focus=True)
+    assert edge.excluded_reasons == {"focus unknown"}
+    assert edge.screenshot_refusal() == "the focused window is not known yet"
+    type_text(edge, "before")
+    click(edge)
+    edge.context("xterm", "~", 0, 0)
+    type_text(edge, "after", enter=False)
+    edge.flush()
+    assert rebuilt(edge) == "after" and contexts(edge) == [("xterm", "~", 0)]
+    assert edge.counters.excluded_keys == 7 and edge.counters.excluded_clicks == 1
+
+
+def test_a_key_held_into_a_span_is_released_there_and_its_real_release_withheld() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.MOUSE})  # no context scope: no mark either
+    edge.context("xterm", "~", 0, 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_LEFTALT"], 1), 0)  # alt+tab into the vault
+    edge.process(MOUSE, raw(keys.EV_KEY, keys.BTN_LEFT, 1), 0)  # a drag that goes on
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_TAB"], 1), 0)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_TAB"], 0), 0)
+    edge.context("org.keepassxc.KeePassXC", "KeePassXC", 0, 0)
+    released = [i for i in edge.out if len(i) == 7 and i[6] & EventFlag.EXCLUDED]
+    assert [(i[2], i[5]) for i in released] == [(KB, 0), (MOUSE, 0)]  # class code, button
+    assert released[0][4] == int(KeyClass.MODIFIER) and released[1][4] == keys.BTN_LEFT
+    before = len(edge.out)
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_LEFTALT"], 0), 0)  # the real releases
+    edge.process(MOUSE, raw(keys.EV_KEY, keys.BTN_LEFT, 0), 0)
+    edge.context("xterm", "~", 0, 0)
+    assert len(edge.out) == before
+    edge.process(KB, raw(keys.EV_KEY, K["KEY_LEFTALT"], 1), 0)  # a fresh press is kept
+    assert len(edge.out) == before + 1
+
+
+def test_touches_count_as_other_not_as_clicks() -> None:
+    edge = EdgeFilter({Scope.KEYS_TIMING, Scope.MOUSE})
+    edge.context("keepassxc", "", 0, 0)
+    edge.process(DeviceClass.TOUCHPAD, raw(keys.EV_KEY, keys.BTN_TOUCH, 1), 0)
+    edge.process(MOUSE, raw(keys.EV_KEY, keys.BTN_RIGHT, 1), 0)
+    assert (edge.counters.excluded_clicks, edge.counters.excluded_other) == (1, 1)
+
+
+def test_a_new_filter_takes_over_the_exclusion_the_masks_and_the_counters() -> None:
+    old = EdgeFilter(TEXT_SCOPES)
+    old.context("xterm", "~", 0, 0)
+    old.set_secure("command", True)
+    old.process(KB, raw(keys.EV_KEY, K["KEY_A"], 1), 0)  # masked (secure) and still held
+    old.context("org.keepassxc.KeePassXC", "KeePassXC", 0, 0)
+    type_text(old, "x")
+    old.flush()
+    new = EdgeFilter({Scope.KEYS_TIMING, Scope.CONTEXT}, watch_focus=True)
+    new.inherit(old)
+    assert new.excluded_reasons == {"window"} and "command" in new.secure_reasons
+    type_text(new, "still in the vault")
+    assert new.out == [] and new.counters.excluded_keys > old.counters.excluded_keys - 1
+    assert new.counters is old.counters
+    new.context("xterm", "~", 0, 0)
+    new.process(KB, raw(keys.EV_KEY, K["KEY_A"], 0), 0)  # held before: no code leaks
+    assert K["KEY_A"] not in key_codes(new)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from capturelab import keys
 from capturelab.collector import synth
 from capturelab.collector.daemon import Collector
 from capturelab.exclusions import Exclusions
-from capturelab.schema import ContextEvent, DeviceClass, EventFlag, InputEvent, decode_batch
+from capturelab.schema import (
+    ContextEvent,
+    DeviceClass,
+    EventFlag,
+    InputEvent,
+    ScreenshotEvent,
+    decode_batch,
+)
 
 
 def _session(steps: list[tuple[str, Any]]) -> synth.Session:
@@ -102,13 +110,13 @@ def test_excluded_windows_of_the_defaults_config_and_record_seal_nothing(tmp_pat
         counters["excluded_keys"],
         counters["excluded_clicks"],
     ) == (63, 2)  # fmt: skip
-    assert counters["excluded_windows"] == 1 and status["excluded"] == []
+    assert counters["excluded_spans"] == 1 and status["excluded"] == []
 
 
 def test_a_running_lock_screen_seals_nothing_until_it_ends(tmp_path: Path) -> None:
-    config = collector_config(tmp_path, "127.0.0.1:9092")
+    config = collector_config(tmp_path, "127.0.0.1:9092", lock_screens=["cl-test-lock"])
     write_consent(config.consent_file, ["keys:text", "mouse", "context"])
-    locker = tmp_path / "swaylock"
+    locker = tmp_path / "cl-test-lock"
     shutil.copy(shutil.which("sleep") or "/bin/sleep", locker)
     Gate.open, Gate.sent = True, []
     injector = synth.FifoInjector(config.inject_dir)
@@ -132,3 +140,93 @@ def test_a_running_lock_screen_seals_nothing_until_it_ends(tmp_path: Path) -> No
     assert contexts == [("xterm", "~", 0), ("", "", EventFlag.EXCLUDED), ("xterm", "~", 0)]
     assert status["counters"]["excluded_clicks"] == 1
     assert status["counters"]["excluded_keys"] >= len("CanaryUnlock9") + 1
+
+
+def test_a_consent_re_scoped_while_an_excluded_window_has_focus_keeps_it_excluded(
+    tmp_path: Path,
+) -> None:
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    write_consent(config.consent_file, ["keys:text", "mouse", "context"])
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: c.state == "capturing", "capture to start")
+        _play(c, injector, _session([("focus", synth.VAULT), ("type", "first")]))
+        first = c.status()["counters"]["excluded_keys"]
+        write_consent(config.consent_file, ["keys:timing", "mouse", "context"])  # re-scoped
+        wait_for(lambda: c.edge is not None and "keys:text" not in c.edge.scopes, "the re-scope")
+        _play(c, injector, _session([("type", "CanaryAfterRescope")]))
+        status = c.status()
+        _play(c, injector, _session([("focus", ("xterm", "~")), ("type", "back")]))
+    injector.close()
+    events = _sealed()
+    keys_out = [e for e in events if isinstance(e, InputEvent) and e.type == keys.EV_KEY]
+    assert status["excluded"] == ["window"]
+    assert status["counters"]["excluded_keys"] > first > 0  # counted on, not reset
+    assert len(keys_out) == 2 * (len("back") + 1)  # only what was typed in the terminal
+
+
+def test_a_focus_change_and_keys_ready_together_are_judged_focus_first(tmp_path: Path) -> None:
+    """One pass of the loop finds the keyboard and the context source both readable: the focus
+    is read first, so keys typed around a switch to the vault are withheld, never sent."""
+    from capturelab.collector import evdev  # noqa: PLC0415
+
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    write_consent(config.consent_file, ["keys:text", "mouse", "context"])
+    injector = synth.FifoInjector(config.inject_dir)
+    c = Collector(config, producer_factory=Gate)
+    try:
+        injector.focus("xterm", "~")
+        deadline = time.monotonic() + 30
+        while not (c.edge is not None and not c.edge.excluded and len(c.readers) == 2):
+            assert time.monotonic() < deadline, "the collector did not start capturing"
+            c.step(0.05)
+        t = time.time_ns()
+        press = evdev.pack(t // 10**9, t % 10**9 // 1000, keys.EV_KEY, keys.K["KEY_H"], 1)
+        release = evdev.pack(t // 10**9, t % 10**9 // 1000, keys.EV_KEY, keys.K["KEY_H"], 0)
+        kept = c.edge.counters.kept
+        # Whatever order the kernel reports ready files in: here the context source last.
+        select = c.selector.select
+        c.selector.select = lambda t=None: sorted(  # type: ignore[method-assign]
+            select(t), key=lambda r: r[0].data == "context"
+        )
+        injector.key(DeviceClass.KEYBOARD, press + release)  # the keys are written first
+        injector.focus(*synth.VAULT)
+        c.step(0.5)
+        assert c.edge.excluded_reasons == {"window"}
+        counters = c.edge.counters
+        assert (counters.kept, counters.excluded_keys, counters.excluded_other) == (kept, 1, 1)
+    finally:
+        injector.close()
+        c.shutdown(drain_s=0)
+
+
+def test_a_screenshot_is_dropped_when_the_focus_moved_to_the_vault_while_it_was_taken(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import os  # noqa: PLC0415
+
+    fifo = tmp_path / "inject" / "context.fifo"
+    grim = tmp_path / "bin" / "grim"
+    grim.parent.mkdir()
+    grim.write_text(
+        "#!/bin/sh\n"
+        f'printf \'{{"app": "keepassxc", "title": ""}}\\n\' > {fifo}\n'
+        'printf "\\377\\330\\377\\340fake-jpeg"\n'
+    )
+    grim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{grim.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-1")
+    config = collector_config(tmp_path, "127.0.0.1:9092", screenshot_interval_s=5)
+    write_consent(config.consent_file, ["keys:timing", "screenshots", "context"])
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    injector.focus("xterm", "~")
+    with running(Collector(config, producer_factory=Gate)) as c:
+        wait_for(lambda: c.screenshot_note != "waiting", "the first screenshot attempt")
+        wait_for(c.settled, "delivery")
+        status = c.status()
+    injector.close()
+    assert status["screenshots"] == "withheld: an excluded window has focus"
+    assert status["counters"]["screenshots_excluded"] == 1
+    assert not [e for e in _sealed() if isinstance(e, ScreenshotEvent)]

@@ -180,7 +180,7 @@ def _capture(lab: Lab, nodes: list[str], seconds: float, seed0: int) -> dict[str
             "withheld": {
                 kind: after["counters"].get(f"excluded_{kind}", 0)
                 - before[node]["counters"].get(f"excluded_{kind}", 0)
-                for kind in ("keys", "clicks", "other", "windows")
+                for kind in ("keys", "clicks", "other", "spans")
             },
         }
     return out
@@ -259,7 +259,7 @@ def _excluded_withheld(sent: dict[str, Any]) -> list[Result]:
                 detail=f"synth pressed {want['keys']} keys and {want['clicks']} buttons while "
                 f"{VAULT[0]} had focus; the collector withheld {got['keys']} key and "
                 f"{got['clicks']} button presses and {got['other']} other events in "
-                f"{got['windows']} excluded span(s) (no screenshots: the sim has no display)"
+                f"{got['spans']} excluded span(s) (no screenshots: the sim has no display)"
                 + ("" if want["keys"] else "; synth planted no excluded_window canary"),
             )
         )

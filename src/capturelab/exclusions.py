@@ -12,8 +12,10 @@ Three sources add up, and none can take away what another excludes:
   ``collector_exclude_titles``);
 - the consent record's ``exclude`` (the participant's, signed with the record).
 
-Invariants: the collector's edge filter and the dataset builder call ``Exclusions.match``, so a
-window withheld at the edge is dropped again by the builder if a collector ever let it through.
+Invariants: the collector's edge filter and the dataset builder call ``Exclusions.match``. The
+builder knows the defaults only (the storage tier holds neither the collector's config nor the
+consent record), so a window of the defaults is dropped again by the builder should a collector
+ever let it through; the config's and the record's patterns are the edge's alone.
 An excluded window is told apart from a secret prompt: a secret prompt keeps key timing and
 masks the keys (``SECURE_INPUT``); an excluded window keeps nothing, not even a click.
 """
@@ -107,7 +109,7 @@ def parse_exclusions(value: Any, where: str) -> Exclusions:
         return NONE
     if not isinstance(value, Mapping):
         raise InputError(f"{where} must be a mapping with apps and/or titles (lists of patterns)")
-    unknown = sorted(set(value) - set(FIELDS))
+    unknown = sorted(str(k) for k in value if k not in FIELDS)
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} (apps, titles)")
     return Exclusions(

@@ -81,6 +81,13 @@ def _ago(ts: float | None) -> str:
     return f"{datetime.fromtimestamp(ts, UTC).isoformat(timespec='seconds')} ({time.time() - ts:.0f} s ago)"
 
 
+def _withheld(counters: dict[str, int]) -> str:
+    keys_n, clicks = counters.get("excluded_keys", 0), counters.get("excluded_clicks", 0)
+    other, shots = counters.get("excluded_other", 0), counters.get("screenshots_excluded", 0)
+    spans = counters.get("excluded_spans", 0)
+    return f"{keys_n} keys, {clicks} clicks, {other} other, {shots} screenshots in {spans} spans"
+
+
 def render_status(doc: dict[str, Any]) -> str:
     consent, spool, delivery = doc["consent"], doc["spool"], doc["delivery"]
     counters = doc.get("counters", {})
@@ -92,6 +99,9 @@ def render_status(doc: dict[str, Any]) -> str:
         ("consent", f"{consent['status']}, until {consent['expires'] or '-'} ({consent['lawful_basis'] or '-'})"),
         ("scopes", ", ".join(consent["scopes"]) or "-"),
         ("secure input", ", ".join(doc["secure_input"]) or "off"),
+        ("capturing nothing", ", ".join(doc.get("excluded", [])) or "no (no excluded window, lock or unknown focus)"),
+        ("withheld (excluded)", _withheld(counters)),
+        ("lock screen check", doc.get("lock_screen_check", "-")),
         ("screenshots", doc.get("screenshots", "off")),
         ("spool", f"{spool['items']} items, {spool['bytes']} of {spool['max_bytes']} bytes{full}"),
         ("last delivery", _ago(delivery.get("last_delivery"))),

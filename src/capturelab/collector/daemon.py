@@ -54,7 +54,7 @@ from capturelab.collector.edge import EdgeFilter
 from capturelab.collector.gate import ConsentGate, Verdict
 from capturelab.collector.sealer import Sealer
 from capturelab.collector.spool import Spool
-from capturelab.consent import ConsentRecord, Status
+from capturelab.consent import ConsentRecord, Scope, Status
 from capturelab.durable import write_atomic
 from capturelab.exclusions import Exclusions
 from capturelab.names import person_recogniser
@@ -103,7 +103,7 @@ class Collector:
         self._last_seal = time.monotonic()
         self._next_poll = 0.0
         self._next_lock_check = 0.0
-        self._lock_check_failed = False
+        self.lock_check = "not yet"
         self._next_shot = 0.0
         self.screenshot_note = "off" if config.screenshot_interval_s <= 0 else "waiting"
         self._spool_paused = False
@@ -173,21 +173,30 @@ class Collector:
         self.state, self.reason = "capturing", verdict.reason
 
     def _start_capture(self, verdict: Verdict, exclude: Exclusions) -> None:
-        self._stop_capture(None)
+        """A new edge for the verdict. One that follows another (a re-scope) takes over its
+        held keys, modes and last focus; a first one withholds everything until the context
+        source reports the focus (when there is a source)."""
+        old = self.edge
+        self._stop_capture(None, keep_context=old is not None)
         self.sealer.pseudonym = verdict.pseudonym
-        self.edge = EdgeFilter(
+        edge = EdgeFilter(
             verdict.scopes,
             pause_chord=self.config.pause_chord,
             secret_prompts=self.config.secret_prompts,
             idle_flush_ns=self.config.idle_flush_ms * 1_000_000,
             extra_recognisers=self.recognisers,
             exclusions=exclude,
+            watch_focus=self.config.context != "none",
         )
+        if old is not None:
+            edge.inherit(old)
+        self.edge = edge
         self._next_rescan = 0.0
         self._next_lock_check = 0.0  # before the first device is read
 
-    def _stop_capture(self, ended: ConsentRecord | None) -> None:
-        """Seal what the edge holds (up to the consent's end) and close every device."""
+    def _stop_capture(self, ended: ConsentRecord | None, *, keep_context: bool = False) -> None:
+        """Seal what the edge holds (up to the consent's end) and close every device (and the
+        context source, unless a new edge takes over at once)."""
         if self.edge is not None:
             self.edge.flush()
             cutoff = None
@@ -195,17 +204,21 @@ class Collector:
                 cutoff = int(ended.window_end().timestamp() * 1e9)
             self.seal(cutoff_wall_ns=cutoff)
             self.edge = None
-        self.devices.close_all()
+        if keep_context:
+            self.devices.close_devices()
+        else:
+            self.devices.close_all()
 
     def _check_lock_screen(self, edge: EdgeFilter) -> None:
         """While a screen locker runs, the edge withholds everything (its password first)."""
         try:
             locker = running_lock_screen(self.config.lock_screens)
+            self.lock_check = "on" if self.config.lock_screens else "off (lock_screens is [])"
         except OSError as exc:
             locker = ""
-            if not self._lock_check_failed:
+            if not self.lock_check.startswith("failed"):
                 log.error("cannot look for a lock screen in /proc: %s", exc)
-            self._lock_check_failed = True
+            self.lock_check = f"failed: {exc} (a lock screen is not seen)"
         if bool(locker) != ("lock screen" in edge.excluded_reasons):
             log.info("screen %s: %s", "locked" if locker else "unlocked",
                      "nothing is captured until it ends" if locker else "capture resumes")  # fmt: skip
@@ -218,7 +231,7 @@ class Collector:
         refusal = edge.screenshot_refusal()
         if refusal:
             self.screenshot_note = f"withheld: {refusal}"
-            if edge.excluded:
+            if edge.excluded and Scope.SCREENSHOTS in edge.scopes:
                 edge.counters.screenshots_excluded += 1
             return
         cfg = self.config
@@ -235,6 +248,9 @@ class Collector:
             )
         else:
             self.screenshot_note = f"taken ({len(image)} bytes)"
+        self.devices.read_context(edge)  # the focus may have moved while the tool ran
+        if edge.excluded:
+            self.screenshot_note = f"withheld: {edge.screenshot_refusal()}"
         edge.screenshot(image, fmt, time.monotonic_ns(), time.time_ns())
         self.seal()  # a screenshot goes out in the batch it closes
         self._last_seal = now
@@ -290,6 +306,7 @@ class Collector:
             "pseudonym": self.pseudonym.hex()[:12] if self.pseudonym else None,
             "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
             "excluded": sorted(self.edge.excluded_reasons) if self.edge else [],
+            "lock_screen_check": self.lock_check,
             "screenshots": self.screenshot_note,
             "spool": {
                 "items": items,
@@ -328,17 +345,18 @@ class Collector:
         if capturing and now >= self._next_rescan:
             self.devices.rescan()
             self._next_rescan = now + cfg.device_rescan_interval_s
-        for key, _mask in self.selector.select(timeout):
+        edge = self.edge
+        polled = self.context is not None and self.context.fileno() is None
+        if edge is not None and polled and now >= self._next_poll:  # X11: before any input
+            self._next_poll = now + 1.0
+            self.devices.read_context(edge)
+        # The focus before the input of the same pass: a key typed after a focus change is
+        # judged under the new window.
+        ready = sorted(self.selector.select(timeout), key=lambda r: r[0].data != "context")
+        for key, _mask in ready:
             self._dispatch(key.fileobj, key.data)
         edge = self.edge
         if edge is not None:
-            if (
-                self.context is not None
-                and self.context.fileno() is None
-                and now >= self._next_poll
-            ):
-                self._next_poll = now + 1.0
-                self.devices.read_context(edge)
             edge.tick(time.monotonic_ns())
             if cfg.screenshot_interval_s > 0 and now >= self._next_shot:
                 self._next_shot = now + cfg.screenshot_interval_s

@@ -21,9 +21,12 @@ event and hands out only what may be kept:
   browser windows, lock screens by default, plus the config's and the consent record's
   patterns) or a lock screen runs, nothing is handed out at all: no key, button, motion or
   screenshot, only one context event flagged ``EXCLUDED`` with empty app and title. A key or
-  button pressed then stays withheld until its release, even after the exclusion ended. What
-  was withheld is counted (``excluded_*``). When the exclusion ends the focused window is
-  reported again, so a reader knows where input resumed.
+  button held when the span starts is released there (a release flagged ``EXCLUDED``; its real
+  release is withheld), and one pressed in the span stays withheld until its release, even after
+  the span ended. What was withheld is counted (``excluded_*``). When the span ends the focused
+  window is reported again (empty when none is known), so a reader knows where input resumed;
+- with a context source configured, a new filter withholds everything until the first focus
+  report (``focus unknown``), unless it takes over from the filter before it (``inherit``).
 
 Events are handed out in the order they will be numbered; a buffered key keeps its timestamps.
 """
@@ -61,6 +64,8 @@ ShotOut = tuple[int, int, bytes, ImageFormat, int]
 Item = Out | ContextOut | ShotOut
 
 DEFAULT_PAUSE_CHORD = ("KEY_LEFTCTRL", "KEY_LEFTALT", "KEY_PAUSE")
+# Why everything is withheld (the status's "excluded")
+WINDOW, LOCK_SCREEN, FOCUS_UNKNOWN = "window", "lock screen", "focus unknown"
 TAIL_CHARS = 64
 _REDACTED_KEY = int(EventFlag.KEY_CLASS | EventFlag.REDACTED)
 KEYBOARD = DeviceClass.KEYBOARD
@@ -91,10 +96,10 @@ class EdgeCounters:
     redacted_titles: int = 0
     screenshots: int = 0
     screenshots_withheld: int = 0
-    excluded_windows: int = 0  # times an excluded window took focus or a lock screen started
-    excluded_keys: int = 0  # key presses withheld while excluded
-    excluded_clicks: int = 0  # button presses withheld while excluded
-    excluded_other: int = 0  # every other input event withheld (releases, motion, wheel, sync)
+    excluded_spans: int = 0  # spans with nothing captured (excluded window, lock, unknown focus)
+    excluded_keys: int = 0  # key presses withheld in them
+    excluded_clicks: int = 0  # mouse button presses withheld in them
+    excluded_other: int = 0  # every other input event withheld (releases, motion, wheel, touch)
     screenshots_excluded: int = 0
     findings: dict[str, int] = field(default_factory=dict)  # redaction findings by kind
 
@@ -114,6 +119,7 @@ class EdgeFilter:
         max_buffer_events: int = 4096,
         extra_recognisers: Iterable[Recogniser] = (),
         exclusions: Exclusions = NONE,
+        watch_focus: bool = False,
     ) -> None:
         self.scopes = frozenset(scopes)
         self.exclusions = exclusions
@@ -134,8 +140,10 @@ class EdgeFilter:
         # Keys whose press left masked (secure input, redacted): their repeats and release
         # leave masked the same way, even after the mode or the buffer changed.
         self._masked_down: dict[int, tuple[int, int]] = {}
-        self.excluded_reasons: set[str] = set()  # "window", "lock screen"
-        self._excluded_down: set[tuple[DeviceClass, int]] = set()
+        # "window", "lock screen", "focus unknown" (a context source that has not spoken yet)
+        self.excluded_reasons: set[str] = {FOCUS_UNKNOWN} if watch_focus else set()
+        self._excluded_down: set[tuple[DeviceClass, int]] = set()  # pressed while excluded
+        self._handed_down: set[tuple[DeviceClass, int]] = set()  # pressed, handed out, held
         self._focus: tuple[str, str] | None = None  # the last focused window reported
 
     # --- modes ------------------------------------------------------------------------------
@@ -163,6 +171,21 @@ class EdgeFilter:
     def excluded(self) -> bool:
         return bool(self.excluded_reasons)
 
+    def inherit(self, old: EdgeFilter) -> None:
+        """Take over from the filter before this one (a consent re-scoped): what is held, masked,
+        paused or excluded stays so, the counters go on, and the last focus is judged again
+        under this filter's exclusions. ``old`` was flushed."""
+        self.secure_reasons = set(old.secure_reasons)
+        self.excluded_reasons = set(old.excluded_reasons)
+        self._excluded_down = set(old._excluded_down)
+        self._handed_down = set(old._handed_down)
+        self._masked_down = dict(old._masked_down)
+        self._pressed = set(old._pressed)
+        self._shift, self._caps, self._ctrl_alt_meta = old._shift, old._caps, old._ctrl_alt_meta
+        self.counters = old.counters
+        if old._focus is not None:
+            self.context(*old._focus, time.monotonic_ns(), time.time_ns())
+
     def set_excluded(self, reason: str, on: bool, mono_ns: int, wall_ns: int) -> None:
         """Start or end one reason to withhold everything; marks the change in the stream."""
         was = self.excluded
@@ -170,16 +193,39 @@ class EdgeFilter:
             self.excluded_reasons.add(reason)
         else:
             self.excluded_reasons.discard(reason)
+        self._changed(was, mono_ns, wall_ns)
+
+    def _changed(self, was: bool, mono_ns: int, wall_ns: int) -> bool:
+        """Mark a change of the excluded state in the stream; False when there was none."""
         if self.excluded == was:
-            return
+            return False
         if self.excluded:
             self.flush()  # what was typed before is judged and handed out as before
             self._tail = ""
-            self.counters.excluded_windows += 1
+            self.counters.excluded_spans += 1
+            self._release_held(mono_ns, wall_ns)
             if Scope.CONTEXT in self.scopes:
                 self.out.append((mono_ns, wall_ns, "", "", int(EventFlag.EXCLUDED)))
-        elif self._focus is not None:
-            self._context_event(*self._focus, mono_ns, wall_ns)
+        else:
+            self._context_event(*(self._focus or ("", "")), mono_ns, wall_ns)
+        return True
+
+    def _release_held(self, mono_ns: int, wall_ns: int) -> None:
+        """At a span's start, a release for every key and button whose press was handed out,
+        so no reader sees one held through the span; its real release is withheld."""
+        for device, code in sorted(self._handed_down):
+            out_code, flags = code, 0
+            if device is DeviceClass.KEYBOARD:
+                masked = self._masked_down.pop(code, None)
+                if masked is not None:
+                    out_code, flags = masked
+                elif Scope.KEYS_TEXT not in self.scopes:
+                    out_code, flags = keys.CLASS_OF.get(code, KeyClass.OTHER), CLASS_ONLY
+            self.counters.kept += 1
+            flags |= int(EventFlag.EXCLUDED)
+            self.out.append((mono_ns, wall_ns, device, EV_KEY, out_code, 0, flags))
+            self._excluded_down.add((device, code))
+        self._handed_down.clear()
 
     def _withheld(self, device: DeviceClass, etype: int, code: int, value: int) -> bool:
         """Excluded: count and drop. A key or button pressed while excluded is dropped up to
@@ -195,8 +241,10 @@ class EdgeFilter:
             self._masked_down.pop(code, None)
             if device is DeviceClass.KEYBOARD:
                 self.counters.excluded_keys += 1
-            else:
+            elif device is DeviceClass.MOUSE and keys.BTN_MOUSE <= code <= keys.BTN_TASK:
                 self.counters.excluded_clicks += 1
+            else:
+                self.counters.excluded_other += 1  # a touch, a tool, another device's key
             return True
         elif etype == EV_KEY and value == 0 and device is DeviceClass.KEYBOARD:
             self._masked_down.pop(code, None)
@@ -216,6 +264,7 @@ class EdgeFilter:
             pass
         elif device is DeviceClass.KEYBOARD:
             if etype == EV_KEY:
+                self._held((device, code), value)
                 self._key(wall_ns, mono_ns, code, value)
             elif etype == EV_SYN:
                 self._keyboard_event(
@@ -226,10 +275,18 @@ class EdgeFilter:
         elif device is DeviceClass.OTHER or Scope.MOUSE not in self.scopes:
             self.counters.dropped_by_scope += 1
         else:
+            if etype == EV_KEY:
+                self._held((device, code), value)
             self.counters.kept += 1
             self.out.append((mono_ns, wall_ns, device, etype, code, value, 0))
         if chord:  # the pause chord works in an excluded window too
             self.set_secure("chord", "chord" not in self.secure_reasons)
+
+    def _held(self, down: tuple[DeviceClass, int], value: int) -> None:
+        if value == 1:
+            self._handed_down.add(down)
+        elif value == 0:
+            self._handed_down.discard(down)
 
     def _track_modifiers(self, code: int, value: int) -> None:
         if value == 1:
@@ -340,11 +397,13 @@ class EdgeFilter:
 
     def screenshot_refusal(self) -> str:
         """Why no screenshot may be taken now, or ``""`` when one may."""
+        if WINDOW in self.excluded_reasons:
+            return "an excluded window has focus"
         if self.excluded:
             return (
-                "an excluded window has focus"
-                if "window" in self.excluded_reasons
-                else ("the screen is locked")
+                "the screen is locked"
+                if LOCK_SCREEN in self.excluded_reasons
+                else ("the focused window is not known yet")
             )
         if self.secure:
             return "secure input"
@@ -372,8 +431,12 @@ class EdgeFilter:
         self._focus = (app, title)
         self.set_secure("prompt", self.is_secret_prompt(app, title))
         was = self.excluded
-        self.set_excluded("window", bool(self.exclusions.match(app, title)), mono_ns, wall_ns)
-        if not was and not self.excluded:
+        self.excluded_reasons.discard(FOCUS_UNKNOWN)
+        if self.exclusions.match(app, title):
+            self.excluded_reasons.add(WINDOW)
+        else:
+            self.excluded_reasons.discard(WINDOW)
+        if not self._changed(was, mono_ns, wall_ns) and not self.excluded:
             self._context_event(app, title, mono_ns, wall_ns)
 
     def _context_event(self, app: str, title: str, mono_ns: int, wall_ns: int) -> None:

@@ -62,7 +62,7 @@ def test_captures_with_consent_and_delivers(host):
     want = manifest["excluded_presses"]
     got = doc["counters"]
     assert (got["excluded_keys"], got["excluded_clicks"]) == (want["keys"], want["clicks"])
-    assert want["keys"] > 0 and got["excluded_windows"] >= 1 and doc["excluded"] == []
+    assert want["keys"] > 0 and got["excluded_spans"] >= 1 and doc["excluded"] == []
 
 
 def test_the_rendered_config_holds_the_exclusions_and_reads_as_the_daemon_reads_it(host):
