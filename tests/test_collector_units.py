@@ -154,6 +154,7 @@ def test_screenshots_only_with_the_scope(tmp_path: Path, fake_grim: Path, grante
     )
     Gate.open, Gate.sent = True, []
     injector = synth.FifoInjector(config.inject_dir)
+    injector.focus("xterm", "alice@lab")  # with a context source, nothing is taken before
     with running(Collector(config, producer_factory=Gate)) as c:
         wait_for(lambda: c.screenshot_note != "waiting", "the first screenshot attempt")
         wait_for(c.settled, "delivery")
@@ -206,8 +207,9 @@ def test_a_full_card_pauses_capture_through_consent_checks_and_loses_nothing(
         wait_for(lambda: len(c.readers) == 2, "capture")
         with contextlib.suppress(HostEnvironmentError):  # the daemon stopped reading: it paused
             synth.play(synth.build_session(3, 10, canaries=False), injector, 0)
+        # The seal that failed says "paused" at once; the devices close in the loop's next pass.
         wait_for(lambda: c.state == "paused" and "No space left" in c.reason, "the pause")
-        assert c.readers == {}
+        wait_for(lambda: c.readers == {}, "the devices to close")
         time.sleep(1.0)  # five consent checks (every 0.2 s)
         assert (c.state, c.readers) == ("paused", {}), c.reason
         assert c.status()["spool"]["full"]
@@ -246,3 +248,14 @@ def test_check_config_names_the_file_and_the_field(
     assert main(["collector", "check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"collector config {path}: field exclude.titles[0] '(Bank' is not a regular" in err
+
+
+def test_the_role_s_lock_screens_are_the_daemon_s(tmp_path: Path) -> None:
+    import yaml  # noqa: PLC0415
+
+    from capturelab.collector.context import DEFAULT_LOCK_SCREENS  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parent.parent / "roles" / "collector"
+    defaults = yaml.safe_load((root / "defaults" / "main.yml").read_text())
+    assert tuple(defaults["collector_lock_screens"]) == DEFAULT_LOCK_SCREENS
+    assert collector_config(tmp_path, "gw:9092", lock_screens=[]).lock_screens == ()
