@@ -10,7 +10,7 @@ from capturelab.cli import main
 
 def test_bench_collector_writes_both_sides_and_the_targets(tmp_path: Path, capsys) -> None:
     out = tmp_path / "collector.json"
-    assert main(["bench", "collector", "--seconds", "10", "--rounds", "1", "--out", str(out)]) == 0
+    assert main(["bench", "collector", "--seconds", "20", "--rounds", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["bench"] == "collector"
     ref, ours = result["reference"], result["ours"]

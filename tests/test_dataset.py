@@ -252,7 +252,7 @@ def test_an_excluded_window_leaves_only_its_mark_in_the_dataset(
     tmp_path: Path, through_edge: bool
 ) -> None:
     session = build_session(5, 120, canaries=False)
-    at = session.focus[-1][0] + 1  # after the last focus change of the session
+    at = session.merged()[-1][0] + 1  # after the session's last event
     vault = _Builder(random.Random(1), 52, 125)  # noqa: S311 - synthetic typing
     vault.t = at
     vault.focus("org.keepassxc.KeePassXC", "Passwords.kdbx - KeePassXC")

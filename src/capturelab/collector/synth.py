@@ -57,10 +57,10 @@ PHRASES = (
 APPS = (("xterm", "alice@lab: ~/projects"), ("firefox", "Docs - Mozilla Firefox"),
         ("code", "pipeline.py - Visual Studio Code"))  # fmt: skip
 F_SETPIPE_SZ = 1031
-# What synth plants, in this order: each once in every session (one shorter than about 50 s
-# runs on until it has).
+# What synth plants, in this order: each once in every session of FULL_SESSION_S or more (it
+# runs on past its duration until it has); a shorter session plants the first ones.
 CANARY_KINDS = ("prompt_password", "excluded_window", "label_password", "email", "card")
-PLANT_NS = 10_000_000_000  # about the longest a canary takes to type
+FULL_SESSION_S = 40.0  # a session this long plants every kind of canary
 VAULT = ("org.keepassxc.KeePassXC", "Passwords.kdbx - KeePassXC")  # excluded by default
 
 
@@ -216,13 +216,17 @@ def build_session(
     end = int(duration_s * 1e9)
     app = APPS[0]
     b.focus(*app)
+    b.type_text(rng.choice(PHRASES))  # every session types something ordinary
+    b.press("KEY_ENTER")
     planted = 0
-    while b.t < end or (canaries and planted < len(CANARY_KINDS)):
+    # A canary is due at each (k + 1) / (kinds + 1) of the duration (and comes now and then
+    # before); a session of FULL_SESSION_S or more runs on until it planted every kind, a
+    # shorter one plants what falls due within it.
+    full = canaries and duration_s >= FULL_SESSION_S
+    while b.t < end or (full and planted < len(CANARY_KINDS)):
         roll = rng.random()
-        # A canary now and then, and every time once the kinds left need the time left (up to
-        # 10 s each); a session goes on past its duration until it planted every kind.
-        late = b.t >= end - (len(CANARY_KINDS) - planted) * PLANT_NS
-        if canaries and planted < len(CANARY_KINDS) and (roll < 0.25 or late):
+        due = b.t >= (planted + 1) * end // (len(CANARY_KINDS) + 1)
+        if canaries and planted < len(CANARY_KINDS) and (roll < 0.25 or due):
             _plant(b, rng, planted, app)
             planted += 1
         elif roll < 0.6:
