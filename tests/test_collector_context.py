@@ -135,7 +135,12 @@ def test_x11_reports_changes_only(fake_xprop: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DISPLAY", ":0")
     assert isinstance(open_source("x11", None), X11Context)
     monkeypatch.delenv("DISPLAY")
-    assert open_source("x11", None) is None  # no display yet: retried later
+    assert open_source("x11", None) == "DISPLAY is not set (collector_session_environment)"
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert open_source("x11", None) == "xprop is not installed (apt install x11-utils)"
+    monkeypatch.delenv("SWAYSOCK", raising=False)
+    assert open_source("sway", None) == "SWAYSOCK is not set (collector_session_environment)"
 
 
 def test_a_running_lock_screen_is_found_by_its_process_name(tmp_path: Path) -> None:

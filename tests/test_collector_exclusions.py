@@ -217,7 +217,7 @@ def test_a_screenshot_is_dropped_when_the_focus_moved_to_the_vault_while_it_was_
     grim.chmod(0o755)
     monkeypatch.setenv("PATH", f"{grim.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-1")
-    config = collector_config(tmp_path, "127.0.0.1:9092", screenshot_interval_s=5)
+    config = collector_config(tmp_path, "127.0.0.1:9092", screenshot_interval_s=3600)
     write_consent(config.consent_file, ["keys:timing", "screenshots", "context"])
     Gate.open, Gate.sent = True, []
     injector = synth.FifoInjector(config.inject_dir)
@@ -227,6 +227,72 @@ def test_a_screenshot_is_dropped_when_the_focus_moved_to_the_vault_while_it_was_
         wait_for(c.settled, "delivery")
         status = c.status()
     injector.close()
-    assert status["screenshots"] == "withheld: an excluded window has focus"
+    assert status["screenshots"] == "withheld: an excluded span began while it was taken"
     assert status["counters"]["screenshots_excluded"] == 1
     assert not [e for e in _sealed() if isinstance(e, ScreenshotEvent)]
+
+
+def _stepped(tmp_path: Path) -> tuple[Collector, synth.FifoInjector]:
+    """A collector driven pass by pass (no thread), capturing with the focus in a terminal."""
+    config = collector_config(tmp_path, "127.0.0.1:9092")
+    write_consent(config.consent_file, ["keys:text", "mouse", "context"])
+    injector = synth.FifoInjector(config.inject_dir)
+    c = Collector(config, producer_factory=Gate)
+    injector.focus("xterm", "~")
+    deadline = time.monotonic() + 30
+    while not (c.edge is not None and not c.edge.excluded and len(c.readers) == 2):
+        assert time.monotonic() < deadline, "the collector did not start capturing"
+        c.step(0.05)
+    return c, injector
+
+
+def _h_key() -> bytes:
+    from capturelab.collector import evdev  # noqa: PLC0415
+
+    t = time.time_ns()
+    sec, usec = t // 10**9, t % 10**9 // 1000
+    return b"".join(evdev.pack(sec, usec, keys.EV_KEY, keys.K["KEY_H"], v) for v in (1, 0))
+
+
+def test_keys_queued_in_the_vault_stay_withheld_when_the_focus_leaves_it(tmp_path: Path) -> None:
+    c, injector = _stepped(tmp_path)
+    try:
+        injector.focus(*synth.VAULT)
+        c.step(0.5)
+        assert c.edge is not None and c.edge.excluded_reasons == {"window"}
+        kept, withheld = c.edge.counters.kept, c.edge.counters.excluded_keys
+        injector.key(DeviceClass.KEYBOARD, _h_key())  # typed in the vault...
+        injector.focus("xterm", "~")  # ...and the switch back, both ready in one pass
+        c.step(0.5)
+        assert not c.edge.excluded
+        assert (c.edge.counters.kept, c.edge.counters.excluded_keys) == (kept, withheld + 1)
+    finally:
+        injector.close()
+        c.shutdown(drain_s=0)
+
+
+def test_a_lost_focus_source_withholds_everything_until_it_is_back(tmp_path: Path) -> None:
+    class Lost:
+        def fileno(self) -> None:
+            return None
+
+        def read(self) -> list[tuple[str, str]]:
+            raise ConnectionError("sway closed the IPC socket")
+
+        def close(self) -> None:
+            pass
+
+    c, injector = _stepped(tmp_path)
+    try:
+        assert c.edge is not None
+        c.devices.context = Lost()
+        c.devices.read_context(c.edge)
+        assert c.edge.excluded_reasons == {"focus unknown"}
+        assert c.status()["focus_source"] == "lost: sway closed the IPC socket"
+        kept = c.edge.counters.kept
+        injector.key(DeviceClass.KEYBOARD, _h_key())
+        c.step(0.2)
+        assert c.edge.counters.kept == kept  # the source reopens on the next rescan
+    finally:
+        injector.close()
+        c.shutdown(drain_s=0)

@@ -102,6 +102,7 @@ def render_status(doc: dict[str, Any]) -> str:
         ("capturing nothing", ", ".join(doc.get("excluded", [])) or "no (no excluded window, lock or unknown focus)"),
         ("withheld (excluded)", _withheld(counters)),
         ("lock screen check", doc.get("lock_screen_check", "-")),
+        ("focus source", doc.get("focus_source", "-")),
         ("screenshots", doc.get("screenshots", "off")),
         ("spool", f"{spool['items']} items, {spool['bytes']} of {spool['max_bytes']} bytes{full}"),
         ("last delivery", _ago(delivery.get("last_delivery"))),

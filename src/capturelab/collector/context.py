@@ -193,19 +193,32 @@ class X11Context:
         pass
 
 
-def open_source(kind: str, inject_dir: Path | None) -> ContextSource | None:
-    """The configured source, or None when it is not available yet (retry later)."""
+def _missing(kind: str) -> str:
+    """What a display source lacks before it can open, or ``""``."""
+    if kind == "sway" and not os.environ.get("SWAYSOCK"):
+        return "SWAYSOCK is not set (collector_session_environment)"
+    if kind == "x11" and not os.environ.get("DISPLAY"):
+        return "DISPLAY is not set (collector_session_environment)"
+    if kind == "x11" and shutil.which("xprop") is None:
+        return "xprop is not installed (apt install x11-utils)"
+    return ""
+
+
+def open_source(kind: str, inject_dir: Path | None) -> ContextSource | str:
+    """The configured source, or why it is not available (yet: the caller retries)."""
+    missing = _missing(kind)
+    if missing:
+        return missing
     try:
         if kind == "inject" and inject_dir is not None:
             return InjectContext(inject_dir / "context.fifo")
         if kind == "sway":
-            path = os.environ.get("SWAYSOCK", "")
-            return SwayContext(path) if path else None
+            return SwayContext(os.environ["SWAYSOCK"])
         if kind == "x11":
-            return X11Context() if os.environ.get("DISPLAY") else None
+            return X11Context()
     except OSError as exc:
-        log.info("context source %s is not available yet: %s", kind, exc)
-    return None
+        return f"{kind}: {exc}"
+    return f"no source of kind {kind!r}"
 
 
 # Screen lockers by their process name as /proc/<pid>/comm shows it (at most 15 characters).

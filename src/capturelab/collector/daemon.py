@@ -50,7 +50,7 @@ from capturelab.collector.context import ContextSource, running_lock_screen
 from capturelab.collector.control import ControlSocket
 from capturelab.collector.delivery import Delivery
 from capturelab.collector.devices import DeviceSet
-from capturelab.collector.edge import EdgeFilter
+from capturelab.collector.edge import FOCUS_UNKNOWN, LOCK_SCREEN, EdgeFilter
 from capturelab.collector.gate import ConsentGate, Verdict
 from capturelab.collector.sealer import Sealer
 from capturelab.collector.spool import Spool
@@ -190,6 +190,8 @@ class Collector:
         )
         if old is not None:
             edge.inherit(old)
+            if self.devices.context is None and self.config.context != "none":
+                edge.set_excluded(FOCUS_UNKNOWN, True, time.monotonic_ns(), time.time_ns())
         self.edge = edge
         self._next_rescan = 0.0
         self._next_lock_check = 0.0  # before the first device is read
@@ -219,10 +221,12 @@ class Collector:
             if not self.lock_check.startswith("failed"):
                 log.error("cannot look for a lock screen in /proc: %s", exc)
             self.lock_check = f"failed: {exc} (a lock screen is not seen)"
-        if bool(locker) != ("lock screen" in edge.excluded_reasons):
+        if not locker and LOCK_SCREEN in edge.excluded_reasons:
+            self.devices.drain(edge)  # typed at the lock screen: withheld with it
+        if bool(locker) != (LOCK_SCREEN in edge.excluded_reasons):
             log.info("screen %s: %s", "locked" if locker else "unlocked",
                      "nothing is captured until it ends" if locker else "capture resumes")  # fmt: skip
-        edge.set_excluded("lock screen", bool(locker), time.monotonic_ns(), time.time_ns())
+        edge.set_excluded(LOCK_SCREEN, bool(locker), time.monotonic_ns(), time.time_ns())
 
     # --- screenshots --------------------------------------------------------------------------
 
@@ -235,6 +239,7 @@ class Collector:
                 edge.counters.screenshots_excluded += 1
             return
         cfg = self.config
+        spans = edge.counters.excluded_spans
         try:
             image, fmt = screenshot.take(
                 cfg.screenshot_tool, cfg.screenshot_scale, cfg.screenshot_quality
@@ -249,8 +254,11 @@ class Collector:
         else:
             self.screenshot_note = f"taken ({len(image)} bytes)"
         self.devices.read_context(edge)  # the focus may have moved while the tool ran
-        if edge.excluded:
-            self.screenshot_note = f"withheld: {edge.screenshot_refusal()}"
+        if edge.excluded or edge.counters.excluded_spans != spans:
+            # An excluded window had focus for some of the time the tool ran: not kept.
+            self.screenshot_note = "withheld: an excluded span began while it was taken"
+            edge.counters.screenshots_excluded += 1
+            return
         edge.screenshot(image, fmt, time.monotonic_ns(), time.time_ns())
         self.seal()  # a screenshot goes out in the batch it closes
         self._last_seal = now
@@ -307,6 +315,7 @@ class Collector:
             "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
             "excluded": sorted(self.edge.excluded_reasons) if self.edge else [],
             "lock_screen_check": self.lock_check,
+            "focus_source": self.devices.context_note,
             "screenshots": self.screenshot_note,
             "spool": {
                 "items": items,

@@ -19,7 +19,7 @@ from typing import Protocol
 from capturelab.collector import evdev
 from capturelab.collector.config import CollectorConfig
 from capturelab.collector.context import ContextSource, open_source
-from capturelab.collector.edge import EdgeFilter
+from capturelab.collector.edge import FOCUS_UNKNOWN, EdgeFilter
 from capturelab.collector.spool import Spool
 
 log = logging.getLogger("capturelab.collector")
@@ -45,6 +45,7 @@ class DeviceSet:
         self.readers: dict[Path, evdev.DeviceReader] = {}
         self.waiting: dict[Path, str] = {}
         self.context: ContextSource | None = None
+        self.context_note = "none" if config.context == "none" else "not opened yet"
 
     # --- which devices ------------------------------------------------------------------------
 
@@ -72,10 +73,17 @@ class DeviceSet:
     def rescan(self) -> None:
         """Open the context source and every wanted device not open yet."""
         if self.context is None and self.config.context != "none":
-            self.context = open_source(self.config.context, self.config.inject_dir)
-            fd = self.context.fileno() if self.context is not None else None
-            if fd is not None:
-                self.selector.register(fd, selectors.EVENT_READ, "context")
+            opened = open_source(self.config.context, self.config.inject_dir)
+            if isinstance(opened, str):
+                if opened != self.context_note:
+                    log.warning("context source %s: %s: nothing is captured until it reports "
+                                "the focused window", self.config.context, opened)  # fmt: skip
+                self.context_note = opened
+            else:
+                self.context, self.context_note = opened, f"{self.config.context}: open"
+                fd = opened.fileno()
+                if fd is not None:
+                    self.selector.register(fd, selectors.EVENT_READ, "context")
         for info in self.wanted():
             if info.path in self.readers:
                 continue
@@ -143,20 +151,32 @@ class DeviceSet:
         self.counters.read += n
 
     def read_context(self, edge: EdgeFilter) -> None:
-        """Focus changes into the edge; a lost source is closed and reopened on the next rescan."""
+        """Focus changes into the edge. While the edge withholds everything, the devices are
+        drained before each change, so input typed in an excluded span stays withheld. A lost
+        source is closed (the focus is unknown: nothing is captured) and reopened on the next
+        rescan."""
         source = self.context
         if source is None:
             return
         try:
             changes = source.read()
         except ConnectionError as exc:
-            log.warning("context source lost: %s", exc)
+            log.warning("context source lost: %s: nothing is captured until it is back", exc)
             self._unregister(source.fileno())
             source.close()
-            self.context = None
+            self.context, self.context_note = None, f"lost: {exc}"
+            edge.set_excluded(FOCUS_UNKNOWN, True, time.monotonic_ns(), time.time_ns())
             return
         for app, title in changes:
+            if edge.excluded:
+                self.drain(edge)  # typed in the span: withheld, not judged under the next window
             edge.context(app, title, time.monotonic_ns(), time.time_ns())
+
+    def drain(self, edge: EdgeFilter) -> None:
+        """The input every open device has queued, into the edge now (never blocks)."""
+        for path in list(self.readers):
+            if path in self.readers:
+                self.read(path, edge)
 
     def describe(self) -> dict[str, str]:
         """Each device and what it is doing (the status's ``devices``)."""

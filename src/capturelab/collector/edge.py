@@ -96,7 +96,7 @@ class EdgeCounters:
     redacted_titles: int = 0
     screenshots: int = 0
     screenshots_withheld: int = 0
-    excluded_spans: int = 0  # spans with nothing captured (excluded window, lock, unknown focus)
+    excluded_spans: int = 0  # spans that began while capturing (a window, a lock, a lost source)
     excluded_keys: int = 0  # key presses withheld in them
     excluded_clicks: int = 0  # mouse button presses withheld in them
     excluded_other: int = 0  # every other input event withheld (releases, motion, wheel, touch)
@@ -214,6 +214,8 @@ class EdgeFilter:
         """At a span's start, a release for every key and button whose press was handed out,
         so no reader sees one held through the span; its real release is withheld."""
         for device, code in sorted(self._handed_down):
+            if device is not DeviceClass.KEYBOARD and Scope.MOUSE not in self.scopes:
+                continue  # a button of a consent before a re-scope that dropped the mouse
             out_code, flags = code, 0
             if device is DeviceClass.KEYBOARD:
                 masked = self._masked_down.pop(code, None)
@@ -229,14 +231,18 @@ class EdgeFilter:
 
     def _withheld(self, device: DeviceClass, etype: int, code: int, value: int) -> bool:
         """Excluded: count and drop. A key or button pressed while excluded is dropped up to
-        its release, so no part of it shows after the exclusion ends."""
+        its release, so no part of it shows after the exclusion ends; pressed again after the
+        span (its release was lost: the devices were closed), it is a new press."""
         down = (device, code)
-        if etype == EV_KEY and down in self._excluded_down:
-            if value == 0:
-                self._excluded_down.discard(down)
-        elif not self.excluded:
+        held_over = etype == EV_KEY and down in self._excluded_down
+        if held_over and value == 0:
+            self._excluded_down.discard(down)
+        elif held_over and not self.excluded and value == 1:
+            self._excluded_down.discard(down)
             return False
-        elif etype == EV_KEY and value == 1:
+        elif not held_over and not self.excluded:
+            return False
+        elif etype == EV_KEY and value == 1:  # a press in the span
             self._excluded_down.add(down)
             self._masked_down.pop(code, None)
             if device is DeviceClass.KEYBOARD:
