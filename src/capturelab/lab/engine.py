@@ -32,7 +32,7 @@ HOST_PACKAGES: dict[str, tuple[str, ...]] = {
     "openssh-client": ("ssh", "ssh-keygen"),
     "mtools": ("mformat", "mcopy", "mdir"),  # the Pi 5 card's FAT boot partition
     "mount": ("mount", "umount", "losetup"),
-    "coreutils": ("chroot", "truncate", "sha256sum"),
+    "coreutils": ("chroot", "truncate", "sha256sum", "sleep"),
     "tar": ("tar",),
     "apt": ("apt-get",),
     "openssl": ("openssl",),  # the loopback broker's TLS in the unit tests
