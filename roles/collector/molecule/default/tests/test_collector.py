@@ -52,7 +52,7 @@ def test_service_is_hardened(host):
 
 def test_captures_with_consent_and_delivers(host):
     wait(host, lambda d: d["state"] == "capturing", "capture")
-    result = synth(host, "--duration 15 --speed 0 --seed 3")
+    result = synth(host, "--duration 40 --speed 0 --seed 3")  # 40 s: every canary kind
     assert result.rc == 0, result.stderr
     doc = wait(host, lambda d: d["spool"]["items"] == 0 and d["delivery"]["delivered_items"] > 0
                and d["counters"]["sealed_events"] > 0, "delivery")  # fmt: skip
