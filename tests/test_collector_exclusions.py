@@ -38,17 +38,6 @@ def _session(steps: list[tuple[str, Any]]) -> synth.Session:
     return b.s
 
 
-def _presses_while_excluded(session: synth.Session, patterns: Exclusions) -> tuple[int, int]:
-    """Key presses and button presses the session made while an excluded window had focus."""
-    excluded, presses = False, {DeviceClass.KEYBOARD: 0, DeviceClass.MOUSE: 0}
-    for item in session.merged():
-        if len(item) == 3:
-            excluded = bool(patterns.match(str(item[1]), str(item[2])))
-        elif excluded and item[2] == keys.EV_KEY and item[4] == 1:
-            presses[DeviceClass(item[1])] += 1
-    return presses[DeviceClass.KEYBOARD], presses[DeviceClass.MOUSE]
-
-
 def _sealed() -> list[Any]:
     return [e for t, v in Gate.sent if t == "capture.events" for e in decode_batch(v).events]
 
@@ -106,9 +95,10 @@ def test_excluded_windows_of_the_defaults_config_and_record_seal_nothing(tmp_pat
     assert clicks == []  # both clicks were in excluded windows
     counters = status["counters"]
     patterns = config.exclude.joined(Exclusions(apps=("^signal$",)))
-    assert _presses_while_excluded(session, patterns) == (
-        counters["excluded_keys"],
-        counters["excluded_clicks"],
+    want = session.excluded_presses(patterns)  # what synth's manifest would count
+    assert (counters["excluded_keys"], counters["excluded_clicks"]) == (
+        want["keys"],
+        want["clicks"],
     ) == (63, 2)  # fmt: skip
     assert counters["excluded_spans"] == 1 and status["excluded"] == []
 
