@@ -101,9 +101,7 @@ class Authority:
         return self._private.public_key()
 
     def public_pem(self) -> bytes:
-        return self.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return public_pem(self.public_key())
 
 
 class Trust:
@@ -177,6 +175,11 @@ def ensure(private_path: Path, public_path: Path) -> tuple[Authority, bool]:
 
 def _create_private(path: Path) -> Authority:
     """Write a new private key atomically; FileExistsError when one is there already."""
+    return Authority(create_private_key(path), str(path))
+
+
+def create_private_key(path: Path) -> Ed25519PrivateKey:
+    """A new Ed25519 key written atomically (mode 0600); FileExistsError when one is there."""
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
@@ -194,7 +197,7 @@ def _create_private(path: Path) -> Authority:
         path.hardlink_to(tmp)  # atomic, and never replaces an existing key
     finally:
         tmp.unlink()
-    return Authority(private, str(path))
+    return private
 
 
 def _write_public(path: Path, authority: Authority) -> None:
@@ -215,23 +218,50 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_authority(path: Path) -> Authority:
     """The private key file: readable by its owner only, an unencrypted PKCS#8 Ed25519 key."""
+    return Authority(load_private_key(path, "consent authority key"), str(path))
+
+
+def load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key file that only its owner can read; errors name ``what``."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read the consent authority key: {exc.strerror}") from None
+        raise InputError(f"{path}: cannot read the {what}: {exc.strerror}") from None
     if mode & 0o077:
         raise InputError(
-            f"{path}: the consent authority key has mode {mode:04o}: group and others must "
+            f"{path}: the {what} has mode {mode:04o}: group and others must "
             f"have no access (chmod 600 {path})"
         )
-    data = _read(path, "consent authority key")
+    data = _read(path, what)
     try:
         private = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{path}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(private, Ed25519PrivateKey):
-        raise InputError(f"{path}: the consent authority key must be Ed25519")
-    return Authority(private, str(path))
+        raise InputError(f"{path}: the {what} must be Ed25519")
+    return private
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_public_key(path: Path, what: str) -> Ed25519PublicKey:
+    """One PEM Ed25519 public key (the first block of the file)."""
+    return parse_public_key(_read(path, what), str(path), what)
+
+
+def parse_public_key(data: bytes, where: str, what: str) -> Ed25519PublicKey:
+    """One PEM Ed25519 public key (the first block of ``data``); errors name ``where``."""
+    try:
+        public = serialization.load_pem_public_key(_pem_blocks(data, Path(where), what)[0])
+    except ValueError as exc:
+        raise InputError(f"{where}: the {what} is not a PEM public key ({exc})") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise InputError(f"{where}: the {what} is not an Ed25519 key")
+    return public
 
 
 def load_trust(path: Path) -> Trust:
@@ -282,7 +312,9 @@ class TrustFile:
         return self.trust
 
 
-def _pem_blocks(data: bytes, path: Path) -> list[bytes]:
+def _pem_blocks(
+    data: bytes, path: Path, what: str = "a consent authority trust file"
+) -> list[bytes]:
     blocks, rest = [], data
     while PEM_PUBLIC_BEGIN in rest:
         start = rest.index(PEM_PUBLIC_BEGIN)
@@ -293,5 +325,5 @@ def _pem_blocks(data: bytes, path: Path) -> list[bytes]:
         blocks.append(rest[start:end] + b"\n")
         rest = rest[end:]
     if not blocks:
-        raise InputError(f"{path}: holds no PEM PUBLIC KEY block (a consent authority trust file)")
+        raise InputError(f"{path}: holds no PEM PUBLIC KEY block ({what})")
     return blocks

@@ -1,4 +1,8 @@
-"""``capturelab consent keygen | sign | verify | revoke``: the consent authority's controller side.
+"""``capturelab consent keygen | sign | verify | revoke | certify``: the consent authority's
+controller side.
+
+``certify`` signs a collector's public key (``capturelab.identity``): the certificate the
+collector announces so that the storage tier accepts the frames that key signs.
 
 The private key never leaves the controller; nodes get the public key (a trust file). ``sign``
 and ``revoke`` write a record with both signatures (``consent.sign_record``); ``verify`` exits 0
@@ -10,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from capturelab import authority
+from capturelab import authority, identity
 from capturelab.consent import (
     decide,
     load_record,
@@ -137,6 +143,52 @@ def _regions(value: str) -> list[str]:
     return [r.strip() for r in value.split(",") if r.strip()]
 
 
+def cmd_certify(args: argparse.Namespace) -> int:
+    key = authority.load_authority(Path(args.key))
+    public = _collector_public(args.public)
+    if args.keep and args.out != "-" and _kept(Path(args.out), key, args.collector, public):
+        print(f"collector {args.collector!r}: {args.out} kept (it certifies this key)")
+        return 0
+    try:
+        certificate = identity.certify(key, args.collector, public, _at(args.at))
+    except InputError as exc:
+        raise InputError(f"--collector: {exc}") from None
+    text = json.dumps(certificate.encode(), indent=1) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text.encode())
+        path.chmod(0o644)
+        print(f"collector {args.collector!r}: key {certificate.key_id} certified in {path}")
+    print(
+        f"collector {args.collector!r}: key {certificate.key_id} certified by authority key "
+        f"{key.key_id}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _collector_public(source: str) -> Ed25519PublicKey:
+    """The collector's public key from a PEM file, or from stdin (``-``: as the role sends it)."""
+    if source != "-":
+        return authority.load_public_key(Path(source), "collector public key")
+    return authority.parse_public_key(sys.stdin.buffer.read(), "--public -", "collector public key")
+
+
+def _kept(path: Path, key: authority.Authority, collector: str, public: Ed25519PublicKey) -> bool:
+    """Whether ``path`` already holds this authority's certificate of this collector's key."""
+    if not path.exists():
+        return False
+    try:
+        existing = identity.load_certificate(path)
+        existing.verify(authority.Trust({key.key_id: key.public_key()}, str(path)), str(path))
+    except InputError:
+        return False
+    return existing.collector_id == collector and existing.key_id == authority.key_id(public)
+
+
 def _lab_secret_arguments(parser: argparse.ArgumentParser, text: str) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--lab-secret", metavar="FILE", help=text)
@@ -185,3 +237,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     verify.add_argument("--lawful-basis-override", default="", help="declared for the host")
     verify.set_defaults(handler=cmd_verify)
+
+    certify = csub.add_parser("certify", help="certify a collector's public key (frame signing)")
+    certify.add_argument("--key", required=True, help="the authority's private key file")
+    certify.add_argument("--collector", required=True, help="the collector id (its host name)")
+    certify.add_argument(
+        "--public",
+        required=True,
+        help="the collector's public key (capturelab collector keygen), or - for stdin",
+    )
+    certify.add_argument("--at", help="the issue time (ISO 8601; default: now)")
+    certify.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave --out as it is when it already certifies this collector's key (idempotent)",
+    )
+    certify.add_argument("--out", default="-", help="where to write it (default: stdout)")
+    certify.set_defaults(handler=cmd_certify)

@@ -9,6 +9,10 @@ Invariants the frame enforces on decode (so every later stage can prove no loss 
 duplicate): the events of a batch have consecutive sequence numbers starting at the header's
 ``first_seq``, their number equals the header's ``count``, and a CRC32C covers the header and
 the payload. One batch belongs to one collector and one participant.
+
+A frame whose header has ``FLAG_SIGNED`` ends with a trailer after the payload: the 8-byte id of
+the collector's key and an Ed25519 signature over ``FRAME_DOMAIN``, the header and the payload
+(``capturelab.identity``). The CRC32C covers the header and the payload, not the trailer.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import itertools
 import re
 import struct
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +43,17 @@ MAX_BATCH_EVENTS = 1_000_000
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 DEFAULT_ZSTD_LEVEL = 3
 
-# magic, version, codec, reserved, collector id, first seq, count, dict id, payload len,
+# magic, version, codec, flags, collector id, first seq, count, dict id, payload len,
 # raw (uncompressed) len, crc32c
 HEADER = struct.Struct("<4sHBB32sQIIIII")
 HEADER_SIZE = HEADER.size  # 68
 _CRC_OFFSET = HEADER_SIZE - 4
+FLAG_SIGNED = 0x01  # a key id and an Ed25519 signature follow the payload
+KNOWN_FLAGS = FLAG_SIGNED
+KEY_ID_BYTES = 8
+SIGNATURE_BYTES = 64
+TRAILER_SIZE = KEY_ID_BYTES + SIGNATURE_BYTES
+FRAME_DOMAIN = b"capturelab frame v1\0"  # what a frame signature covers starts with this
 
 # kind 1: seq, mono_ns, wall_ns, device, type, code, value, flags
 INPUT_RECORD = struct.Struct("<QQqBHHiB")
@@ -170,14 +180,23 @@ class FrameHeader:
     payload_len: int
     raw_len: int
     crc: int
+    flags: int = 0
 
     @property
     def last_seq(self) -> int:
         return self.first_seq + self.count - 1
 
     @property
-    def frame_len(self) -> int:
+    def signed(self) -> bool:
+        return bool(self.flags & FLAG_SIGNED)
+
+    @property
+    def payload_end(self) -> int:
         return HEADER_SIZE + self.payload_len
+
+    @property
+    def frame_len(self) -> int:
+        return self.payload_end + (TRAILER_SIZE if self.signed else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,14 +398,19 @@ def encode_events_v1(events: Iterable[Event]) -> bytes:
     return b"".join(parts)
 
 
+FrameSigner = Callable[[bytes], bytes]  # FRAME_DOMAIN + header + payload -> the trailer
+
+
 def encode_batch(
     batch: Batch,
     *,
     codec: Codec = Codec.ZSTD,
     level: int = DEFAULT_ZSTD_LEVEL,
     dictionary: zstandard.ZstdCompressionDict | None = None,
+    signer: FrameSigner | None = None,
 ) -> bytes:
-    """Frame a batch: header + (compressed) payload, CRC32C over both."""
+    """Frame a batch: header + (compressed) payload, CRC32C over both; with a ``signer``
+    (``identity.CollectorKey.sign_frame``) the header says so and the trailer follows."""
     if not 1 <= level <= 22:
         raise InputError(f"zstd level must be 1-22, got {level}")
     raw = batch.pseudonym + encode_events(batch.events)
@@ -418,7 +442,7 @@ def encode_batch(
             MAGIC,
             SCHEMA_VERSION,
             codec,
-            0,
+            FLAG_SIGNED if signer is not None else 0,
             batch.collector_id.encode().ljust(COLLECTOR_ID_BYTES, b"\0"),
             batch.first_seq,
             len(batch.events),
@@ -429,7 +453,22 @@ def encode_batch(
         )
     )
     seal_crc(header, payload)
-    return bytes(header) + payload
+    if signer is None:
+        return bytes(header) + payload
+    signed = bytes(header) + payload
+    trailer = signer(FRAME_DOMAIN + signed)
+    if len(trailer) != TRAILER_SIZE:
+        raise InputError(f"a frame trailer is {TRAILER_SIZE} bytes, the signer gave {len(trailer)}")
+    return signed + trailer
+
+
+def frame_trailer(frame: bytes, header: FrameHeader) -> tuple[bytes, bytes, bytes]:
+    """A signed frame's key id, signature and the bytes the signature covers."""
+    if not header.signed:
+        raise FrameError("header.flags: the frame is not signed")
+    end = header.payload_end
+    trailer = frame[end : end + TRAILER_SIZE]
+    return trailer[:KEY_ID_BYTES], trailer[KEY_ID_BYTES:], FRAME_DOMAIN + frame[:end]
 
 
 def frame_crc(header: bytes | bytearray | memoryview, payload: bytes | memoryview) -> int:
@@ -470,8 +509,8 @@ def read_header(frame: bytes) -> FrameHeader:
     """Decode and sanity-check the header only (no decompression, no CRC check)."""
     if len(frame) < HEADER_SIZE:
         raise FrameError(f"frame is {len(frame)} bytes, shorter than the {HEADER_SIZE}-byte header")
-    magic, version, codec, _reserved, cid, first, count, dict_id, plen, rlen, crc = (
-        HEADER.unpack_from(frame)
+    magic, version, codec, flags, cid, first, count, dict_id, plen, rlen, crc = HEADER.unpack_from(
+        frame
     )
     if magic != MAGIC:
         raise FrameError(f"header.magic is {magic!r}, expected {MAGIC!r}")
@@ -485,18 +524,24 @@ def read_header(frame: bytes) -> FrameHeader:
     collector_id = _header_collector_id(cid)
     if not 1 <= count <= MAX_BATCH_EVENTS:
         raise FrameError(f"header.count is {count} (1-{MAX_BATCH_EVENTS})")
-    if plen != len(frame) - HEADER_SIZE:
+    if flags & ~KNOWN_FLAGS:
+        raise FrameError(f"header.flags {flags:#04x} holds bits this reader does not know")
+    trailer = TRAILER_SIZE if flags & FLAG_SIGNED else 0
+    if plen != len(frame) - HEADER_SIZE - trailer:
         raise FrameError(
-            f"header.payload_len is {plen} but {len(frame) - HEADER_SIZE} payload bytes follow"
+            f"header.payload_len is {plen} but {len(frame) - HEADER_SIZE - trailer} payload "
+            f"bytes follow{' (and a signature)' if trailer else ''}"
         )
     if rlen > MAX_PAYLOAD_BYTES * 8:
         raise FrameError(f"header.raw_len {rlen} is implausibly large")
-    return FrameHeader(version, codec_enum, collector_id, first, count, dict_id, plen, rlen, crc)
+    return FrameHeader(
+        version, codec_enum, collector_id, first, count, dict_id, plen, rlen, crc, flags
+    )
 
 
 def verify_crc(frame: bytes, header: FrameHeader) -> None:
     view = memoryview(frame)  # slices of a view: the payload is hashed where it lies, not copied
-    crc = frame_crc(view[:HEADER_SIZE], view[HEADER_SIZE:])
+    crc = frame_crc(view[:HEADER_SIZE], view[HEADER_SIZE : header.payload_end])
     if crc != header.crc:
         raise FrameError(f"header.crc32c is {header.crc:#010x} but the frame hashes to {crc:#010x}")
 
@@ -670,7 +715,7 @@ def decode_batch(
     """Decode and fully verify a frame; FrameError names what is wrong (quarantine the frame)."""
     header = read_header(frame)
     verify_crc(frame, header)
-    payload = memoryview(frame)[HEADER_SIZE:]  # no copy of the payload
+    payload = memoryview(frame)[HEADER_SIZE : header.payload_end]  # no copy
     raw: bytes | memoryview
     if header.codec is Codec.ZSTD:
         dictionary = _dictionary_for(header, dictionaries)
@@ -717,7 +762,7 @@ def peek_batch(
     """
     header = read_header(frame)
     verify_crc(frame, header)
-    payload = memoryview(frame)[HEADER_SIZE:]  # no copy of the payload
+    payload = memoryview(frame)[HEADER_SIZE : header.payload_end]  # no copy
     prefix: bytes | memoryview
     if header.codec is Codec.ZSTD:
         dictionary = _dictionary_for(header, dictionaries)

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from capturelab import identity
 from capturelab.collector import synth
 from capturelab.collector.config import load_config
 from capturelab.collector.edge import EdgeFilter, number
 from capturelab.consent import Scope
+from capturelab.durable import write_atomic
 from capturelab.errors import CapturelabError, InputError
 from capturelab.schema import encode_events, train_dictionary
 
@@ -194,6 +196,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """This collector's frame-signing key: created once (0600), never replaced; the public half
+    is (re)written for the controller to certify (``capturelab consent certify``)."""
+    key, created = identity.ensure_key(args.key)
+    write_atomic(args.public, key.public_pem())
+    args.public.chmod(0o644)
+    state = "created" if created else "exists"
+    print(f"collector key {key.key_id} {state}: private {args.key} (0600), public {args.public}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("collector", help="the edge capture daemon (Pi 5)")
     csub = p.add_subparsers(dest="collector_command", metavar="SUBCOMMAND", required=True)
@@ -206,6 +219,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     check.add_argument("path", type=Path)
     check.set_defaults(handler=cmd_check_config)
+    keygen = csub.add_parser("keygen", help="this collector's frame-signing key (never replaced)")
+    keygen.add_argument("--key", type=Path, required=True, help="the private key file (0600)")
+    keygen.add_argument("--public", type=Path, required=True, help="its public half (PEM)")
+    keygen.set_defaults(handler=cmd_keygen)
     status = csub.add_parser("status", help="consent, scopes, spool depth, last delivery, events/s")
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true")
