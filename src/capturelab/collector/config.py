@@ -39,6 +39,11 @@ class CollectorConfig(RegionFields):
     lab_secret_file: Path
     spool_dir: Path
     bootstrap_servers: str
+    # This collector's Ed25519 key and the authority's certificate for it (capturelab.identity):
+    # every frame is signed with it. Without both, frames go unsigned and a sink that requires
+    # collector authentication (its default) quarantines them.
+    identity_key: Path | None = None
+    identity_certificate: Path | None = None
     runtime_dir: Path = Path("/run/capturelab-collector")
     spool_max_bytes: int = 1 << 30
     capture_topic: str = gateway.CAPTURE_TOPIC
@@ -106,6 +111,8 @@ _OPTIONAL_PATHS = (
     "dev_input_dir",
     "inject_dir",
     "dictionary_file",
+    "identity_key",
+    "identity_certificate",
 )
 
 
@@ -134,6 +141,10 @@ def parse_config(data: Any, where: str) -> CollectorConfig:
     kwargs.update(_devices(data, where))
     kwargs.update(_policy(data, where))
     kwargs.update(_regions(data, where))
+    if ("identity_key" in kwargs) != ("identity_certificate" in kwargs):
+        raise InputError(
+            f"{where}: fields identity_key and identity_certificate go together (set both)"
+        )
     if kwargs.get("context") == "inject" and "inject_dir" not in kwargs:
         raise InputError(f"{where}: field context is inject but inject_dir is not set")
     if "person_names" in data:

@@ -58,7 +58,7 @@ from capturelab.consent import ConsentRecord, Scope, Status
 from capturelab.durable import write_atomic
 from capturelab.exclusions import Exclusions
 from capturelab.names import person_recogniser
-from capturelab.schema import MAX_IMAGE_BYTES, load_dictionary, read_lab_secret
+from capturelab.schema import MAX_IMAGE_BYTES, FrameSigner, load_dictionary, read_lab_secret
 from capturelab.transport import producer_config
 
 log = logging.getLogger("capturelab.collector")
@@ -94,7 +94,9 @@ class Collector:
         self.selector = selectors.DefaultSelector()
         self.gate = ConsentGate(config, secret, self.spool, clock or (lambda: datetime.now(UTC)))
         self.devices = DeviceSet(config, self.selector, self.spool, self.counters)
-        self.sealer = Sealer(config, self.spool, self.counters, self._dictionary())
+        self.sealer = Sealer(
+            config, self.spool, self.counters, self._dictionary(), signer=self._signer
+        )
         self.stopping = False
         self._next_consent = 0.0
         self._next_rescan = 0.0
@@ -288,6 +290,10 @@ class Collector:
 
     # --- status -----------------------------------------------------------------------------
 
+    def _signer(self) -> FrameSigner | None:
+        """The collector key's frame signer while the gate holds a certified key."""
+        return None if self.gate.key is None else self.gate.key.sign_frame
+
     def _events_per_s(self) -> float:
         now = time.monotonic()
         last_t, last_read, rate = self._rate
@@ -312,6 +318,14 @@ class Collector:
                 "lawful_basis": record.lawful_basis.value if record else None,
             },
             "pseudonym": self.pseudonym.hex()[:12] if self.pseudonym else None,
+            # Whose key signs the frames: its id, or why frames go unsigned.
+            "frame_key": self.gate.key.key_id
+            if self.gate.key
+            else (
+                "unsigned: identity_key is not set"
+                if self.config.identity_key is None
+                else "none (the key was refused: see reason)"
+            ),
             "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
             "excluded": sorted(self.edge.excluded_reasons) if self.edge else [],
             "lock_screen_check": self.lock_check,

@@ -1,8 +1,11 @@
 """Delivery: a thread that sends the spool to Kafka in order and deletes what Kafka acknowledged.
 
 The producer is capturelab's durable one (``transport.producer_config``: acks=all, idempotent,
-ordered). An item leaves the spool only in its delivery report's success callback, so an
-unreachable gateway, a failed authentication or a crash all leave it on disk to be sent again.
+ordered). A control message is a barrier: nothing queued after it is sent before Kafka
+acknowledged it, so a collector key certificate or a grant is on the control topic before any
+frame that needs it is on the capture topic. An item leaves the spool only in its delivery
+report's success callback, so an unreachable gateway, a failed authentication or a crash all
+leave it on disk to be sent again.
 A resend after a failed report can repeat an item Kafka already has; (collector id, sequence) lets
 the sink drop the repeat, so the stream downstream has no loss and no duplicate.
 """
@@ -129,10 +132,12 @@ class Delivery(threading.Thread):
             return
         for item in self.spool.pending():
             with self._lock:
+                if item.number in self._in_flight:
+                    if item.is_control:
+                        return  # a barrier: nothing queued after it leaves before it is acked
+                    continue
                 if len(self._in_flight) >= self.max_in_flight:
                     return
-                if item.number in self._in_flight:
-                    continue
             try:
                 if item.is_control:
                     topic, key, value = Spool.read_control(item)
@@ -146,6 +151,8 @@ class Delivery(threading.Thread):
                 return  # the local queue is full: poll, then go on
             with self._lock:
                 self._in_flight.add(item.number)
+            if item.is_control:
+                return
 
     def run(self) -> None:
         producer = self._factory(self._config)

@@ -9,7 +9,11 @@ pseudonym?". Invariants:
 - the record and the trust file are re-read only when one of them changed (mtime);
 - each grant is announced once (``consent_granted``), each revocation once (``consent_revoked``
   then ``erasure_requested``), both into the spool's control queue; what was announced is kept
-  in ``<spool>/revocations.json`` so a restart does not announce it again.
+  in ``<spool>/revocations.json`` so a restart does not announce it again;
+- with ``identity_key`` set, nothing is captured unless the key loads and the authority's
+  certificate names this collector and this key (``identity.check_own``); the certificate is
+  announced on the control topic (once per certificate) before any grant, so the storage tier
+  knows the key before the first frame it signed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from capturelab.authority import Signature, load_trust
+from capturelab import identity
+from capturelab.authority import Signature, Trust, load_trust
 from capturelab.collector.config import CollectorConfig
 from capturelab.collector.spool import Spool
 from capturelab.consent import (
@@ -81,15 +86,19 @@ class ConsentGate:
         self.decision: Decision | None = None
         self._missing = ""  # why there is no record (set when the files change)
         self._logged_refusal = ""
-        self._mtimes: tuple[float | None, float | None] = (-1.0, -1.0)
+        self._mtimes: tuple[float | None, ...] = (-1.0,)
         self._published = self._load_published()
+        self.key: identity.CollectorKey | None = None
+        self.certificate: identity.Certificate | None = None
+        self._key_refused = ""
 
     # --- the record ---------------------------------------------------------------------------
 
     def _load(self) -> None:
         """Re-read the record and the trust file when either changed; refuse, never raise."""
         path, trust_path = self.config.consent_file, self.config.consent_authority_file
-        mtimes = (_mtime(path), _mtime(trust_path))
+        key_paths = (self.config.identity_key, self.config.identity_certificate)
+        mtimes = tuple(_mtime(p) if p else None for p in (path, trust_path, *key_paths))
         if mtimes == self._mtimes:
             return
         self._mtimes = mtimes
@@ -98,13 +107,33 @@ class ConsentGate:
             self._missing = f"no consent record at {path}: nothing is captured"
             return
         try:
-            signed = load_signed_record(path, load_trust(trust_path), self.secret)
+            trust = load_trust(trust_path)
+            self._load_identity(trust)
+            signed = load_signed_record(path, trust, self.secret)
         except InputError as exc:
             self._missing = f"consent record refused ({exc}): nothing is captured"
             log.error("%s", self._missing)
             return
         self.record, self.grant_signature = signed.record, signed.grant_signature
         log.info("consent record %s: signed by authority key %s", path, signed.signature.key)
+
+    def _load_identity(self, trust: Trust) -> None:
+        """This collector's key and certificate, checked against the trust (when configured)."""
+        self.key, self.certificate, self._key_refused = None, None, ""
+        key_path, cert_path = self.config.identity_key, self.config.identity_certificate
+        if key_path is None or cert_path is None:
+            return
+        try:
+            key = identity.load_key(key_path)
+            certificate = identity.load_certificate(cert_path)
+            identity.check_own(key, certificate, self.config.collector_id, trust, str(cert_path))
+        except InputError as exc:
+            self._key_refused = f"collector key refused ({exc}): nothing is captured"
+            log.error("%s", self._key_refused)
+            return
+        self.key, self.certificate = key, certificate
+        log.info("collector key %s, certified by authority key %s", key.key_id,
+                 certificate.signature.key)  # fmt: skip
 
     def check(self) -> Verdict:
         """Decide now, announcing a new grant or revocation on the way (see the invariants)."""
@@ -113,6 +142,9 @@ class ConsentGate:
         if record is None:
             self.decision = None
             return Verdict(False, self._missing)
+        if self._key_refused:
+            self.decision = None
+            return Verdict(False, self._key_refused)
         decision = decide(record, self.clock())
         self.decision = decision
         if not decision.allowed:
@@ -128,6 +160,7 @@ class ConsentGate:
             return Verdict(False, reason)
         self._logged_refusal = ""
         pseudonym = pseudonymize(self.secret, record.participant_id)
+        self._publish_certificate()
         self._publish_grant(record, pseudonym)
         return Verdict(True, decision.reason, decision.scopes, pseudonym, exclude=record.exclude)
 
@@ -154,6 +187,20 @@ class ConsentGate:
             ctype, pseudonym, self.config.collector_id, at, note, record, self.grant_signature
         )
         self.spool.put_control(self.config.control_topic, message.key, message.encode())
+
+    def _publish_certificate(self) -> None:
+        """The authority's certificate of this collector's key, once per certificate."""
+        if self.certificate is None:
+            return
+        marker = "key:" + identity.digest(self.certificate)
+        if marker in self._published:
+            return
+        self.spool.put_control(
+            self.config.control_topic,
+            identity.control_key(self.config.collector_id),
+            identity.control_value(self.certificate),
+        )
+        self._remember(marker)
 
     def _publish_grant(self, record: ConsentRecord, pseudonym: bytes) -> None:
         """Tell the storage node what this participant agreed to (once per grant, no id)."""

@@ -2,12 +2,14 @@
 
 Invariants: events get the spool's next sequence numbers, in order, and a batch holds at most
 ``batch_max_events``; after a consent window closed, events stamped at or after its end are
-dropped (and counted), never sealed; a batch that cannot be written stays ahead of anything
-newer in the edge's output (nothing is lost) and the failure is returned, not raised.
+dropped (and counted), never sealed; each batch is signed with the collector key the consent
+gate holds at that moment (``identity``), before it reaches the spool; a batch that cannot be
+written stays ahead of anything newer in the edge's output (nothing is lost) and the failure is returned, not raised.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import zstandard
@@ -15,7 +17,7 @@ import zstandard
 from capturelab.collector.config import CollectorConfig
 from capturelab.collector.edge import EdgeFilter, Item, number
 from capturelab.collector.spool import Spool
-from capturelab.schema import Batch, encode_batch
+from capturelab.schema import Batch, FrameSigner, encode_batch
 
 
 class SealCounters(Protocol):
@@ -32,11 +34,14 @@ class Sealer:
         spool: Spool,
         counters: SealCounters,
         dictionary: zstandard.ZstdCompressionDict | None = None,
+        *,
+        signer: Callable[[], FrameSigner | None] = lambda: None,
     ) -> None:
         self.config = config
         self.spool = spool
         self.counters = counters
         self.dictionary = dictionary
+        self.signer = signer  # the collector key's, asked at each batch (None: unsigned)
         self.pseudonym = b""  # whose events the batches carry (set by the consent gate's verdict)
 
     def seal(self, edge: EdgeFilter, cutoff_wall_ns: int | None = None) -> str:
@@ -62,7 +67,12 @@ class Sealer:
     def _seal_chunk(self, chunk: list[Item]) -> None:
         events = number(chunk, self.spool.next_seq)
         batch = Batch(self.config.collector_id, self.pseudonym, tuple(events))
-        frame = encode_batch(batch, level=self.config.zstd_level, dictionary=self.dictionary)
+        frame = encode_batch(
+            batch,
+            level=self.config.zstd_level,
+            dictionary=self.dictionary,
+            signer=self.signer(),
+        )
         self.spool.put_batch(frame, events[-1].seq + 1)
         self.counters.sealed_events += len(events)
         self.counters.sealed_batches += 1
