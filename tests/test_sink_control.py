@@ -44,6 +44,7 @@ class FakeControl(FakeConsumer):
         self.partitions = partitions
         self.assigned: list[tuple[int, int]] = []
         self.queue: list[Msg] = []
+        self.high: dict[int, int] = {}
 
     def list_topics(self, topic: str, timeout: float) -> Any:
         return SimpleNamespace(topics={topic: _Meta(self.partitions)})
@@ -60,6 +61,13 @@ class FakeControl(FakeConsumer):
     def seek(self, tp: Any) -> None:
         super().seek(tp)
         self.queue = [m for m in self.queue if m.partition() != tp.partition]  # re-fetched
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        """The end of a partition: one past the last message queued in it (or written before)."""
+        assert not cached  # a catch-up must ask the broker, not an old fetch response
+        offsets = [m.offset() for m in self.queue if m.partition() == tp.partition]
+        self.high[tp.partition] = max([self.high.get(tp.partition, 0), *(o + 1 for o in offsets)])
+        return 0, self.high[tp.partition]
 
     def close(self) -> None:
         pass
@@ -78,6 +86,8 @@ def _service(
         )
         return made[-1]
 
+    # Admission (collector keys, grants) has tests of its own: tests/test_sink_admission.py.
+    config = {"require_collector_auth": False, "require_grant": False, **config}
     sink_config = SinkConfig(
         root=root or tmp_path,
         bootstrap_servers="127.0.0.1:9",

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from collectorkit import wait_for
 from confluent_kafka import Producer
-from consentkit import OTHER, erasure, granted, trust_file
+from consentkit import OTHER, certificate_message, collector_key, erasure, granted, trust_file
 from kafka_local import LocalKafka
 from sinkdata import frames, pseudonym
 
@@ -88,6 +88,9 @@ def sink_config(
         "min_free_bytes": 0,
         "flush_max_messages": 20,
         "status_interval_s": 0.5,
+        # Unsigned frames: admission against a real broker is test_admission_over_a_real_broker.
+        "require_collector_auth": False,
+        "require_grant": False,
         **extra,
     }
     path = tmp / f"{name}-{data['client_id']}.yml"
@@ -372,3 +375,29 @@ def test_frames_with_a_trained_dictionary_need_it_configured(kafka: LocalKafka, 
     with running(config) as service:
         wait_for(lambda: service.store.counters.quarantined == 10, "frames quarantined without it")
     assert events_stored(other) == 0
+
+
+def test_admission_over_a_real_broker(kafka: LocalKafka, tmp_path: Path):
+    """Issue 18 part 2 through a real broker: the certificate and grant on the control topic,
+    then signed frames, frames under c1's id signed by a key nobody certified, unsigned ones,
+    and c1's frames of a participant with no grant. Only the first kind is stored."""
+    events, control = topics(kafka, "admit")
+    produce(kafka, control, [
+        (key.decode(), value) for key, value in (certificate_message("c1"),)
+    ] + grants_for(("p1", "c1")))  # fmt: skip
+    good = frames("c1", 10, BATCH, "p1", key=collector_key("c1"))
+    forged = frames("c1", 4, BATCH, "p1", key=collector_key("c-forger"))
+    unsigned = frames("c1", 3, BATCH, "p1")
+    ungranted = frames("c1", 2, BATCH, "p9", key=collector_key("c1"))
+    produce(kafka, events, [("c1", f) for f in forged + unsigned + ungranted + good], 0)
+    root = tmp_path / "array"
+    secure = {"require_collector_auth": True, "require_grant": True}
+    with running(sink_config(tmp_path, kafka, "admit", **secure)) as sink:
+        wait_for(lambda: events_stored(root) == 10 * BATCH, "the signed, granted frames stored")
+        wait_for(lambda: sink.store.counters.ungranted == 2, "the ungranted frames judged")
+        counters = sink.store.counters
+        assert (counters.unauthenticated, counters.ungranted) == (7, 2)
+    assert audit(root).pseudonyms == {pseudonym("p1").hex(): 10 * BATCH}
+    assert len(list((root / "quarantine").rglob("*.frame"))) == 7
+    status = json.loads((root / "state" / "status.json").read_text())
+    assert status["collector_keys"] == 1 and status["counters"]["unauthenticated"] == 7

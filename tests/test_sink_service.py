@@ -63,6 +63,8 @@ def _service(tmp_path: Path) -> SinkService:
         bootstrap_servers="127.0.0.1:9",
         consent_authority_file=trust_file(tmp_path / "keys"),
         min_free_bytes=0,
+        require_collector_auth=False,  # admission: tests/test_sink_admission.py
+        require_grant=False,
     )
     return SinkService(config, consumer_factory=FakeConsumer)  # type: ignore[arg-type]
 
@@ -118,7 +120,7 @@ def test_a_write_failure_mid_batch_rewinds_every_partition_it_touched(tmp_path: 
     real_put = service.store.put
     calls: list[str] = []
 
-    def put(value: bytes, origin: str) -> Any:
+    def put(value: bytes, origin: str, *, final: bool = True) -> Any:
         calls.append(origin)
         if origin == "capture.events-2-3":
             service.store._failed = OSError(28, "No space left on device")

@@ -39,6 +39,11 @@ class SinkConfig(RegionFields):
     direct_io: str = "auto"
     # Trained zstd dictionaries the collectors may use (their ids are in each frame's header).
     dictionaries: tuple[Path, ...] = ()
+    # Store a frame only when a collector key the consent authority certified for the frame's
+    # collector signed it (capturelab.identity); any other frame is quarantined and counted.
+    require_collector_auth: bool = True
+    # Store a participant's frames only while a grant signed by the authority is kept here.
+    require_grant: bool = True
     security: Security | None = field(default=None, repr=False)
 
     @property
@@ -91,6 +96,11 @@ def parse_config(data: Any, where: str) -> SinkConfig:
     ):
         raise InputError(f"{where}: field dictionaries must be a list of absolute paths")
     kwargs["dictionaries"] = tuple(Path(d) for d in dicts)
+    for name in ("require_collector_auth", "require_grant"):
+        if name in data:
+            if not isinstance(data[name], bool):
+                raise InputError(f"{where}: field {name} must be true or false")
+            kwargs[name] = data[name]
     kwargs.update(asdict(parse_region_policy(data, where)))
     sec = data.get("security")
     if sec is not None:

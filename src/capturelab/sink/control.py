@@ -31,6 +31,9 @@ class ControlConsumer(Protocol):
     def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
     def seek(self, partition: TopicPartition) -> None: ...
     def list_topics(self, topic: str, timeout: float) -> Any: ...
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float, cached: bool
+    ) -> tuple[int, int]: ...
     def close(self) -> None: ...
 
 
@@ -94,10 +97,28 @@ class ControlFeed:
     def partitions(self) -> list[int]:
         return sorted(self._assigned)
 
-    def poll(self, max_messages: int) -> list[Message]:
+    def poll(self, max_messages: int, timeout: float = 0) -> list[Message]:
         if not self._assigned:
             return []
-        return self.consumer.consume(num_messages=max_messages, timeout=0)
+        return self.consumer.consume(num_messages=max_messages, timeout=timeout)
+
+    def behind(self) -> dict[int, int]:
+        """``{partition: high watermark}`` for each partition not read up to its end now (asked
+        of the broker; a partition it cannot answer for is left out)."""
+        out: dict[int, int] = {}
+        for p in sorted(self._assigned):
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=5, cached=False
+                )
+            except KafkaException as exc:
+                log.warning(
+                    "control topic %s-%d: high watermark unavailable (%s)", self.topic, p, exc
+                )
+                continue
+            if self.next.get(p, 0) < high:
+                out[p] = high
+        return out
 
     def done(self, msg: Message) -> None:
         """``msg`` took effect (its grant or tombstone is durable)."""

@@ -7,6 +7,15 @@ before the commit means redelivery, which the ledger turns into "already stored"
 exactly once. More instances with the same ``group_id`` share the capture partitions. A full volume
 pauses every assigned partition, keeps the unprocessed messages in memory, and resumes when space
 is back; control messages (erasures free space) are still acted on while paused.
+
+Admission (``_admit``): a frame is stored only when a collector key the consent authority
+certified for its collector signed it, and a signed grant of its participant kept here covers
+the frame's first event (granted <= wall clock < revoked or expires). The
+certificates and grants come on the control topic, which the collector writes (and has
+acknowledged) before any frame that needs them. So a frame that cannot be judged yet stops the
+batch: what came before it is made durable, the capture partitions are sought back to it, the
+control topic is read up to its high watermark, and the frame is judged for good when it comes
+again: quarantined (no certified key signed it) or not kept (no grant), counted and logged.
 """
 
 from __future__ import annotations
@@ -23,22 +32,34 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from capturelab import identity
 from capturelab.authority import Signature, TrustFile
 from capturelab.consent import ConsentRecord, ControlMessage, ControlType, verify_control
 from capturelab.durable import write_atomic
 from capturelab.errors import InputError
-from capturelab.schema import load_dictionary
+from capturelab.schema import FrameHeader, load_dictionary
 from capturelab.sink import grants
 from capturelab.sink.config import DIRECT_IO_MODES, SinkConfig
 from capturelab.sink.control import ControlFeed
 from capturelab.sink.erasure import Tombstones, expire
 from capturelab.sink.layout import Layout
-from capturelab.sink.store import DiskFullError, SegmentStore
+from capturelab.sink.store import Admission, DiskFullError, Outcome, SegmentStore
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
 RESUME_CHECK_S = 2.0
 CONTROL_BATCH = 100
+CATCH_UP_S = 10.0  # how long a frame waits for the control topic to be read to its end
+RECHECK_MAX = 100_000
+
+
+def _window(grant: ConsentRecord) -> tuple[int, int]:
+    """A grant's window in wall-clock nanoseconds: [granted, revoked or expires)."""
+    return int(grant.granted.timestamp() * 1e9), int(grant.window_end().timestamp() * 1e9)
+
+
+def _iso(wall_ns: int) -> str:
+    return datetime.fromtimestamp(wall_ns / 1e9, UTC).isoformat()
 
 
 class _RewoundError(Exception):
@@ -101,6 +122,8 @@ class Status:
     last_refused: str = ""
     erasures: int = 0
     grants: int = 0  # consent grants kept (capturelab.sink.grants)
+    collector_keys: int = 0  # collector key certificates kept (capturelab.identity)
+    catch_ups: int = 0  # times a frame waited for the control topic to be read to its end
 
 
 class SinkService:
@@ -124,12 +147,15 @@ class SinkService:
         self.layout.create()
         self.tombstones = Tombstones(self.layout)
         self.refusals = grants.refusals(self.layout)  # pseudonym -> why its frames are refused
+        self.keyring = identity.Keyring(self.layout.root / "collectors", self.trust.current())
+        self.granted = self._load_windows()  # pseudonym -> the windows its kept grants cover
         dictionaries = [load_dictionary(p) for p in config.dictionaries]
         self.store = SegmentStore(
             config.root,
             min_free_bytes=config.min_free_bytes,
             erased=self.tombstones.erased,
             refused=lambda pseudonym: self.refusals.get(pseudonym, ""),
+            admit=self._admit,
             dictionaries={d.dict_id(): d for d in dictionaries},
             direct_io=DIRECT_IO_MODES[config.direct_io],
         )
@@ -145,6 +171,9 @@ class SinkService:
         self._offsets: dict[tuple[str, int], int] = {}  # next offset to commit
         self._first_pending: dict[tuple[str, int], int] = {}  # first offset since the last commit
         self._backlog: list[Message] = []
+        self._recheck: set[tuple[str, int, int]] = (
+            set()
+        )  # frames to judge for good when redelivered
         self._paused = False
         self._stop = False
         self._last_status = 0.0
@@ -206,19 +235,77 @@ class SinkService:
             if not _usable(msg, "consumer"):
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            final = (topic, partition, offset) in self._recheck
             try:
-                self.store.put(msg.value() or b"", f"{topic}-{partition}-{offset}")
+                outcome = self.store.put(
+                    msg.value() or b"", f"{topic}-{partition}-{offset}", final=final
+                )
             except DiskFullError as exc:
                 self._pause(str(exc), messages[i:])
                 return
+            if outcome is Outcome.UNKNOWN:
+                self._wait_for_control(messages[i:])
+                return
+            self._recheck.discard((topic, partition, offset))
             self._offsets[(topic, partition)] = offset + 1
             self._first_pending.setdefault((topic, partition), offset)
         self._checkpoint()
 
-    def control_step(self) -> None:
+    def _admit(
+        self, frame: bytes, header: FrameHeader, pseudonym: str, wall_ns: int, final: bool
+    ) -> tuple[Admission, str]:
+        """Who sent this frame, and for whom (see the module's docstring)."""
+        if self.config.require_collector_auth:
+            verdict, why = self.keyring.check(frame, header)
+            if verdict is identity.Verdict.BAD or (verdict is identity.Verdict.UNKNOWN and final):
+                return Admission.FORGED, why
+            if verdict is identity.Verdict.UNKNOWN:
+                return Admission.UNKNOWN, why
+        if self.config.require_grant and not self._covered(pseudonym, wall_ns):
+            if not final:
+                return Admission.UNKNOWN, ""
+            return Admission.UNGRANTED, (
+                "no grant signed by the consent authority and kept here covers "
+                f"{_iso(wall_ns)}" if pseudonym in self.granted else
+                "no grant signed by the consent authority is kept for them"
+            )  # fmt: skip
+        return Admission.STORE, ""
+
+    def _covered(self, pseudonym: str, wall_ns: int) -> bool:
+        return any(start <= wall_ns < end for start, end in self.granted.get(pseudonym, ()))
+
+    def _load_windows(self) -> dict[str, list[tuple[int, int]]]:
+        """The windows of every grant kept on this array that the authority signed."""
+        out: dict[str, list[tuple[int, int]]] = {}
+        for path in sorted(self.layout.consent.glob("*.json")):
+            kept, refused = grants.load_verified(self.layout, path.stem, self.trust.current())
+            for reason in refused:
+                log.error("grant not used for admission: %s", reason)
+            out[path.stem] = [_window(g) for g in kept]
+        return out
+
+    def _wait_for_control(self, rest: list[Message]) -> None:
+        """The first of ``rest`` needs the control topic read further: seek back to it, make
+        what came before durable, read the control topic to its end, and judge it when it
+        comes again (``final``)."""
+        first = rest[0]
+        if len(self._recheck) >= RECHECK_MAX:
+            self._recheck.clear()
+        self._recheck.add((first.topic() or "", first.partition() or 0, first.offset() or 0))
+        self._seek_back(rest)
+        if not self._checkpoint():
+            return
+        self.status.catch_ups += 1
+        deadline = time.monotonic() + CATCH_UP_S
+        behind = self.control.behind()
+        while behind and time.monotonic() < deadline:
+            self.control_step(timeout=0.2)
+            behind = {p: h for p, h in behind.items() if self.control.next.get(p, 0) < h}
+
+    def control_step(self, timeout: float = 0) -> None:
         """Act on the control messages that arrived, in order; keep the position once durable."""
         self.control.refresh()
-        for msg in self.control.poll(CONTROL_BATCH):
+        for msg in self.control.poll(CONTROL_BATCH, timeout):
             if not _usable(msg, "control consumer"):
                 continue
             try:
@@ -231,7 +318,12 @@ class SinkService:
 
     def _control(self, msg: Message) -> None:
         self.status.control_messages += 1
+        where = f"{msg.topic()}-{msg.partition()}@{msg.offset()}"
         try:
+            certificate = identity.control_certificate(msg.value() or b"", where)
+            if certificate is not None:
+                self._certificate(certificate, where)
+                return
             control = ControlMessage.decode(msg.value() or b"")
         except InputError as exc:
             self.status.bad_control_messages += 1
@@ -239,7 +331,6 @@ class SinkService:
                 msg.value() or b"", f"{msg.topic()}-{msg.partition()}-{msg.offset()}", str(exc)
             )
             return
-        where = f"{msg.topic()}-{msg.partition()}@{msg.offset()}"
         try:
             verify_control(control, self.trust.current(), self.clock(), where)
         except InputError as exc:
@@ -262,7 +353,18 @@ class SinkService:
         self.store.close(control.pseudonym.hex())
         self.tombstones.erase(control.pseudonym.hex(), control.at, control.type.value)
         self.refusals.pop(control.pseudonym.hex(), None)
+        self.granted.pop(control.pseudonym.hex(), None)
         self.status.erasures += 1
+
+    def _certificate(self, certificate: identity.Certificate, where: str) -> None:
+        """Keep a collector key the authority certified; refuse (count, log) any other."""
+        try:
+            if self.keyring.add(certificate, self.trust.current(), where):
+                self.status.collector_keys += 1
+                log.info("%s: collector %r key %s certified", where, certificate.collector_id,
+                         certificate.key_id)  # fmt: skip
+        except InputError as exc:
+            self._refuse_control(str(exc))
 
     def _refuse_control(self, reason: str) -> None:
         self.status.refused_control_messages += 1
@@ -286,6 +388,7 @@ class SinkService:
         if stone is None or grant.granted > stone.at:
             grants.record(self.layout, grant, signature)  # fsynced before the commit
             self.refusals.pop(pseudonym, None)
+            self.granted.setdefault(pseudonym, []).append(_window(grant))
             self.status.grants += 1
 
     def _checkpoint(self) -> bool:
@@ -317,16 +420,24 @@ class SinkService:
 
     def _rewind_and_pause(self, reason: str) -> None:
         """Seek every partition back to its first uncommitted message (processed or held)."""
-        rewind = dict(self._first_pending)
-        for msg in self._backlog:
+        self._seek_back(self._backlog, dict(self._first_pending))
+        self._first_pending.clear()
+        self._backlog.clear()
+        self._pause_all(reason)
+
+    def _seek_back(
+        self, messages: list[Message], rewind: dict[tuple[str, int], int] | None = None
+    ) -> None:
+        """Seek each partition back to the first of ``messages`` (or of ``rewind``) in it."""
+        rewind = rewind or {}
+        for msg in messages:
+            if msg.error() is not None:
+                continue
             key = (msg.topic() or "", msg.partition() or 0)
             offset = msg.offset() or 0
             rewind[key] = min(offset, rewind.get(key, offset))
         for (topic, partition), offset in sorted(rewind.items()):
             self.consumer.seek(TopicPartition(topic, partition, offset))
-        self._first_pending.clear()
-        self._backlog.clear()
-        self._pause_all(reason)
 
     def _pause_all(self, reason: str) -> None:
         assignment = self.consumer.assignment()
@@ -422,6 +533,11 @@ class SinkService:
             "refused_control_messages": self.status.refused_control_messages,
             "last_refused_control_message": self.status.last_refused,
             "erasures": self.status.erasures,
+            "collector_keys": sum(len(k) for k in self.keyring.keys.values()),
+            "collector_keys_added": self.status.collector_keys,
+            "control_catch_ups": self.status.catch_ups,
+            "require_collector_auth": self.config.require_collector_auth,
+            "require_grant": self.config.require_grant,
             "tombstones": len(self.tombstones.by_pseudonym),
             "refused_participants": len(self.refusals),
             "region": self.config.region,

@@ -1,6 +1,7 @@
 """Segment files: append, fsync, recover. Every batch lands once or is quarantined, never dropped,
-except the batches of an erased participant, or of one whose grant was refused (``refused``):
-those are counted and not kept.
+except the batches of an erased participant, or of one whose grant was refused (``refused``) or
+who has no signed grant here (``admit``): those are counted and not kept. A batch that no key
+certified for its collector signed (``admit``) is quarantined and counted.
 
 Durability protocol (the sink commits Kafka offsets only after ``flush`` returns):
 
@@ -35,7 +36,7 @@ import zstandard
 
 from capturelab.durable import fsync_dir, write_atomic
 from capturelab.errors import CapturelabError, InputError
-from capturelab.schema import FrameError, decode_batch, peek_batch, read_header
+from capturelab.schema import FrameError, FrameHeader, decode_batch, peek_batch, read_header
 from capturelab.sink import index as idx
 from capturelab.sink.appender import (
     WRITE_CHUNK,
@@ -59,8 +60,20 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # every event already stored: a redelivery, not written again
     ERASED = "erased"  # the pseudonym was erased and the batch predates the erasure
-    REFUSED = "refused"  # the participant's grant was refused (an excluded region): not kept
+    REFUSED = "refused"  # the participant's grant was refused (an excluded region), or it has
+    # no signed grant on this node: not kept
     QUARANTINED = "quarantined"
+    UNKNOWN = "unknown"  # (put with final=False) the admission check needs the control topic
+    # read further first: nothing was stored or counted; put it again with final=True
+
+
+class Admission(enum.Enum):
+    """The storage tier's verdict on who sent a frame and for whom (``AdmitCheck``)."""
+
+    STORE = "store"
+    UNKNOWN = "unknown"  # not known yet (only when not final): its key or grant may be on its way
+    FORGED = "forged"  # not signed by a key the authority certified for its collector: quarantined
+    UNGRANTED = "ungranted"  # no signed grant for its participant here: not kept
 
 
 @dataclass
@@ -72,6 +85,8 @@ class Counters:
     erased: int = 0
     refused: int = 0
     quarantined: int = 0
+    unauthenticated: int = 0  # quarantined: no certified collector key signed them
+    ungranted: int = 0  # not kept: their participant has no signed grant on this node
     recovered_bytes_cut: int = 0
 
     def to_dict(self) -> dict[str, int]:
@@ -88,6 +103,9 @@ class _Open:
 
 ErasedCheck = Callable[[str, int], bool]
 RefusedCheck = Callable[[str], str]  # pseudonym -> why its frames are refused ('' = stored)
+# (frame, header, pseudonym, first event's wall clock, final) -> verdict and why; UNKNOWN only
+# when not final
+AdmitCheck = Callable[[bytes, FrameHeader, str, int, bool], tuple[Admission, str]]
 NS_PER_HOUR = 3_600_000_000_000
 STATVFS_EVERY_S = 1.0
 STATVFS_MARGIN = 64 << 20  # re-check free space once the estimate is this close to the reserve
@@ -103,6 +121,7 @@ class SegmentStore:
         dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
         erased: ErasedCheck | None = None,
         refused: RefusedCheck | None = None,
+        admit: AdmitCheck | None = None,
         full_decode: bool = False,
         direct_io: bool | None = None,
         write_chunk: int = WRITE_CHUNK,
@@ -114,6 +133,7 @@ class SegmentStore:
         self.dictionaries = dict(dictionaries or {})
         self.is_erased: ErasedCheck = erased or (lambda _p, _w: False)
         self.refusal: RefusedCheck = refused or (lambda _p: "")
+        self.admit: AdmitCheck = admit or (lambda _f, _h, _p, _w, _final: (Admission.STORE, ""))
         self.last_refused = ""
         # False: header + CRC32C + pseudonym prefix only (the CRC covers every byte); True: also
         # decode every event (the dataset builder does that anyway).
@@ -198,36 +218,37 @@ class SegmentStore:
             )
         self._free_estimate -= size
 
-    def put(self, frame: bytes, origin: str) -> Outcome:
-        """Store one frame (not yet durable: call ``flush``). ``origin`` names it in quarantine."""
+    def put(self, frame: bytes, origin: str, *, final: bool = True) -> Outcome:
+        """Store one frame (not yet durable: call ``flush``). ``origin`` names it in quarantine.
+
+        With ``final=False`` a frame the admission check cannot judge yet (a collector key or a
+        grant not seen) comes back ``UNKNOWN``, untouched; with ``final=True`` it is judged."""
         try:
             if self.full_decode:
                 batch = decode_batch(frame, dictionaries=self.dictionaries)
-                collector, first, count = batch.collector_id, batch.first_seq, len(batch.events)
+                header = read_header(frame)
                 pseudonym, wall_ns = batch.pseudonym_hex, batch.events[0].wall_ns
-                crc = read_header(frame).crc
             else:
                 peek = peek_batch(frame, dictionaries=self.dictionaries)
-                collector, first, count = (
-                    peek.header.collector_id,
-                    peek.header.first_seq,
-                    peek.header.count,
-                )
+                header = peek.header
                 pseudonym, wall_ns = peek.pseudonym.hex(), peek.first_wall_ns
-                crc = peek.header.crc
         except FrameError as exc:
             self.quarantine(frame, origin, str(exc))
             return Outcome.QUARANTINED
+        collector, first, count, crc = (
+            header.collector_id,
+            header.first_seq,
+            header.count,
+            header.crc,
+        )
         if self.is_erased(pseudonym, wall_ns):
             self.counters.erased += 1
             return Outcome.ERASED
-        refused = self.refusal(pseudonym)
-        if refused:
-            self.counters.refused += 1
-            if refused != self.last_refused:
-                log.warning("%s: frames of %s... not stored: %s", origin, pseudonym[:12], refused)
-                self.last_refused = refused
-            return Outcome.REFUSED
+        admitted = self._admit(
+            frame, header, pseudonym=pseudonym, wall_ns=wall_ns, origin=origin, final=final
+        )
+        if admitted is not None:
+            return admitted
         seen = self._seen(collector, first, count)
         if seen is Seen.STORED:
             self.counters.duplicates += 1
@@ -320,6 +341,37 @@ class SegmentStore:
                 del self._open[key]
         if pseudonym is None and self.writer is not None:
             self.writer.shutdown()
+
+    def _admit(
+        self, frame: bytes, header: FrameHeader, *, pseudonym: str, wall_ns: int, origin: str,
+        final: bool,
+    ) -> Outcome | None:  # fmt: skip
+        """None when the frame may be stored; else what became of it."""
+        verdict, why = self.admit(frame, header, pseudonym, wall_ns, final)
+        if verdict is Admission.STORE:
+            return self._refused(pseudonym, origin)
+        if verdict is Admission.UNKNOWN:
+            return Outcome.UNKNOWN
+        if verdict is Admission.FORGED:
+            self.counters.unauthenticated += 1
+            self.quarantine(frame, origin, f"not authenticated: {why}", pseudonym=pseudonym)
+            return Outcome.QUARANTINED
+        self.counters.ungranted += 1
+        self._log_refusal(origin, pseudonym, why)
+        return Outcome.REFUSED
+
+    def _refused(self, pseudonym: str, origin: str) -> Outcome | None:
+        refused = self.refusal(pseudonym)
+        if not refused:
+            return None
+        self.counters.refused += 1
+        self._log_refusal(origin, pseudonym, refused)
+        return Outcome.REFUSED
+
+    def _log_refusal(self, origin: str, pseudonym: str, why: str) -> None:
+        if why != self.last_refused:
+            log.warning("%s: frames of %s... not stored: %s", origin, pseudonym[:12], why)
+            self.last_refused = why
 
     # --- quarantine ----------------------------------------------------------------------------
 
