@@ -24,7 +24,7 @@ from capturelab.results import Result, exit_code, read_results
 from capturelab.sink.audit import CollectorAudit, audit
 from capturelab.validate.checks import parse_iperf3, power_results, stage_timeline
 from capturelab.validate.connect import Connection, parse_rendered, rendered_connections
-from capturelab.validate.load import load_identity, offer, request_erasure
+from capturelab.validate.load import Admission, load_identity, offer, request_erasure
 from capturelab.validate.targets import targets_from_vars
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,14 +150,18 @@ def test_sequence_window_counts_missing_and_duplicates():
 def test_load_lands_exactly_once_and_its_erasure_leaves_nothing(kafka: LocalKafka, tmp_path: Path):
     events, control = topics(kafka, "load")
     root = tmp_path / "array"
-    result = offer(kafka.bootstrap, events, "unit1", 300_000, 3, frame_bytes=8192)
+    admission = Admission(AUTHORITY, control, region="us")  # a signed key and grant first
+    result = offer(
+        kafka.bootstrap, events, "unit1", 300_000, 3, frame_bytes=8192, admission=admission
+    )
     # the whole window's volume was offered (one frame more at most), and never faster than
     # the rate: the pacing is what the sustained check relies on (its speed is the lab's)
     assert 900_000 < result.bytes <= 900_000 + 8192 * 1.2
     assert result.achieved_bytes_per_s <= result.bytes / 3
     assert result.window_seconds == 3 and result.frames >= 100
     collector, pseudonym = load_identity("unit1")
-    with running(sink_config(tmp_path, kafka, "load")):
+    secure = {"require_collector_auth": True, "require_grant": True}
+    with running(sink_config(tmp_path, kafka, "load", **secure)) as sink:
         wait_for(lambda: audit(root).events == result.events, "every load event stored")
         window = audit(root).collectors[collector].window(0, result.events - 1)
         assert window["stored"] == window["expected"] and not window["duplicates"]
@@ -166,8 +170,10 @@ def test_load_lands_exactly_once_and_its_erasure_leaves_nothing(kafka: LocalKafk
         assert main([*verify, "--seq-from", "0", "--seq-to", str(result.events)]) == 1  # one short
         with pytest.raises(SystemExit):
             main([*verify, "--seq-from", "x"])
+        assert sink.store.counters.unauthenticated == sink.store.counters.ungranted == 0
         request_erasure(kafka.bootstrap, control, "unit1", "unit test", AUTHORITY)
         wait_for(lambda: audit(root).events == 0, "the load erased")
+        assert not (root / "consent" / f"{pseudonym.hex()}.json").exists()  # the grant, too
     assert not (root / "segments" / pseudonym.hex()).exists()
     assert (
         json.loads((root / "tombstones" / f"{pseudonym.hex()}.json").read_text())["state"]

@@ -40,6 +40,7 @@ from conftest import Lab, assert_passed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodeconfig import first_bootstrap, read_yaml, run_json, sink_window
 
+from capturelab import identity
 from capturelab.authority import Authority
 from capturelab.collector.synth import CANARY_KINDS, PHRASES, VAULT
 from capturelab.consent import (
@@ -52,7 +53,7 @@ from capturelab.consent import (
 )
 from capturelab.errors import HostEnvironmentError
 from capturelab.results import Result
-from capturelab.schema import pseudonymize
+from capturelab.schema import Batch, DeviceClass, InputEvent, encode_batch, pseudonymize
 from capturelab.transport import producer_config
 from capturelab.validate.checks import stage_timeline
 
@@ -357,6 +358,9 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
         forged = _forgeries_refused(
             lab, node, storage, root=root, participant=participant, prefix=prefix
         )
+        secret = str(lab.var(node, "collector_lab_secret", "")).encode()
+        whole = pseudonymize(secret, participant["participant_id"])
+        forged_frames = _forged_frames(lab, node, storage, pseudonym=whole)
         revoked = dict(participant, revoked=datetime.now(UTC).replace(microsecond=0).isoformat())
         _write_consent(lab, node, _signed(lab, node, revoked))
         stopped = _wait(
@@ -409,6 +413,7 @@ def test_erasure_of_a_revoked_participant(lab: Lab, record: Any, e2e: Run) -> No
             detail=stopped["reason"],
         ),
         forged,
+        forged_frames,
         altered,
         Result(
             SUITE,
@@ -500,6 +505,83 @@ def _forgeries_refused(
         detail=f"unsigned erasure, live grant as erasure, untrusted grant; data of {prefix}... "
         f"{'kept, no tombstone' if intact else 'TOUCHED'}; last: "
         f"{status.get('last_refused_control_message', '')[:160]}",
+    )
+
+
+FORGED_SEQ = 10**12  # far above any real collector's sequences: stored, they would stand out
+
+
+def _forged_frames(lab: Lab, node: str, storage: str, *, pseudonym: bytes) -> Result:
+    """Frames sent through the gateway as a rooted collector could, under ``node``'s collector
+    id and for its live, granted participant: one unsigned, one signed by a key nobody
+    certified, one signed by a key the authority certified for another collector; and one
+    frame signed by a properly certified key for a participant who never consented. The sink
+    must quarantine the first three and keep none of the four (counted; none stored)."""
+    config = read_yaml(lab, storage, "/etc/capturelab/sink.yml")
+    if config.get("security"):
+        return Result(SUITE, "forged-frames-refused", storage, "skip", tool="kafka producer",
+                      detail="the gateway needs TLS+SCRAM; the forgery check runs on PLAINTEXT "
+                      "labs only so far")  # fmt: skip
+    host, port = first_bootstrap(config, storage, "/etc/capturelab/sink.yml")
+    root = str(config["root"])
+    collector_id = str(_status(lab, node)["collector_id"])
+    forger = f"validation-forger-{uuid.uuid4().hex[:8]}"
+    certified = identity.CollectorKey(Ed25519PrivateKey.generate(), forger)
+    stranger = identity.CollectorKey(Ed25519PrivateKey.generate(), "a key nobody certified")
+    now = datetime.now(UTC).replace(microsecond=0)
+    cert = identity.certify(lab.consent_authority(node), forger, certified.public, now)
+
+    def batch(cid: str, who: bytes, first: int) -> Batch:
+        wall = time.time_ns()
+        events = tuple(
+            InputEvent(first + i, i, wall + i, DeviceClass.MOUSE, 2, 0, 1) for i in range(5)
+        )
+        return Batch(cid, who, events)
+
+    frames = [
+        encode_batch(batch(collector_id, pseudonym, FORGED_SEQ)),
+        encode_batch(batch(collector_id, pseudonym, FORGED_SEQ + 5), signer=stranger.sign_frame),
+        encode_batch(batch(collector_id, pseudonym, FORGED_SEQ + 10), signer=certified.sign_frame),
+        encode_batch(batch(forger, bytes(32), 0), signer=certified.sign_frame),
+    ]
+    before = _sink_status(lab, storage)["counters"]
+    producer = Producer(producer_config(f"{host}:{port}", forger))
+    producer.produce(str(config["control_topic"]), value=identity.control_value(cert),
+                     key=identity.control_key(forger))  # fmt: skip
+    if producer.flush(30):
+        raise HostEnvironmentError("the forger's certificate was not acknowledged")
+    for data, key in zip(frames, [collector_id] * 3 + [forger], strict=True):
+        producer.produce(str(config["capture_topic"]), value=data, key=key.encode())
+    if producer.flush(30):
+        raise HostEnvironmentError("the forged frames were not acknowledged")
+
+    def judged() -> dict[str, Any] | None:
+        counters: dict[str, Any] = _sink_status(lab, storage)["counters"]
+        done = counters["unauthenticated"] - before["unauthenticated"] >= 3
+        return counters if done and counters["ungranted"] > before["ungranted"] else None
+
+    try:
+        after = _wait("the sink to judge 4 forged frames", judged, 90)
+    except HostEnvironmentError:
+        after = _sink_status(lab, storage)["counters"]
+    quarantined = after["unauthenticated"] - before["unauthenticated"]
+    ungranted = after["ungranted"] - before["ungranted"]
+    stored = sink_window(lab, storage, root, collector_id, (FORGED_SEQ, FORGED_SEQ + 14))
+    stored_forger = sink_window(lab, storage, root, forger, (0, 4))
+    kept = int(stored["stored"]) + int(stored_forger["stored"])
+    ok = quarantined == 3 and ungranted == 1 and kept == 0
+    return Result(
+        SUITE,
+        "forged-frames-refused",
+        storage,
+        "pass" if ok else "fail",
+        value=quarantined + ungranted,
+        target=4,
+        unit="frames",
+        tool="capturelab sink status + sink verify",
+        detail=f"under {collector_id}'s id: unsigned, uncertified key, another collector's key "
+        f"-> {quarantined} quarantined; a certified key for an ungranted participant -> "
+        f"{ungranted} not kept; {kept} of their events stored",
     )
 
 

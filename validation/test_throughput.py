@@ -24,7 +24,7 @@ from nodeconfig import first_bootstrap, read_yaml, run_json, sink_window
 
 from capturelab.results import Result
 from capturelab.validate.checks import bound, parse_iperf3
-from capturelab.validate.load import offer, request_erasure
+from capturelab.validate.load import Admission, offer, request_erasure
 
 SUITE = "throughput"
 # Seconds this suite may take on the 2-core lab machine (its suite-time check fails past it),
@@ -237,12 +237,20 @@ def test_sustained_ingest_at_cohort_rate(lab: Lab, record: Any) -> None:
     targets = lab.targets
     max_lag = float(lab.var(storage, "validation_max_lag_seconds", 30))
     run_id = uuid.uuid4().hex[:12]
+    # The sink admits signed frames of granted participants only: the load announces a key the
+    # authority certified and a grant for its pseudonym first (capturelab.validate.load).
+    admission = Admission(
+        lab.consent_authority(storage),
+        str(config["control_topic"]),
+        str(config.get("region", "")),
+    )
     load = offer(
         bootstrap,
         str(config["capture_topic"]),
         run_id,
         targets.ingest_bytes_per_s * OFFER_MARGIN,
         targets.sustained_seconds,
+        admission=admission,
     )
     deadline = load.last_sent + max_lag * 3 + 60
     window: dict[str, Any] = {}

@@ -5,62 +5,91 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from capturelab import authority
-from capturelab.consent import ControlMessage, ControlType, sign_erasure
-from capturelab.schema import pseudonymize
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from capturelab import authority, gateway, identity
+from capturelab.consent import (
+    ConsentRecord,
+    ControlMessage,
+    ControlType,
+    LawfulBasis,
+    Scope,
+    sign_erasure,
+    sign_grant,
+)
+from capturelab.schema import Batch, DeviceClass, InputEvent, encode_batch, pseudonymize
 
 VENV = "/opt/capturelab/venv"
 CONFIG = "/etc/capturelab/sink.yml"
 
 PRODUCE = r"""
 import json, sys
-from datetime import UTC, datetime
 from confluent_kafka import Producer
-from capturelab import gateway
-from capturelab.consent import ControlMessage, ControlType
-from capturelab.schema import Batch, DeviceClass, InputEvent, encode_batch, pseudonymize
 from capturelab.transport import Security, producer_config
 
 creds = json.load(open("/root/producer.json"))
 sec = Security(creds["username"], creds["password"], "/etc/capturelab/ca.pem")
-bootstrap = sys.argv[1]
-p = Producer(producer_config(bootstrap, "verify", sec))
-secret = b"molecule-lab-secret-0123456789"
-mode = sys.argv[2]
-if mode == "batches":
-    for who, cid in (("alice", "c1"), ("bob", "c2")):
-        pseud = pseudonymize(secret, who)
+p = Producer(producer_config(sys.argv[1], "verify", sec))
+# (topic, key, value) in hex, made on the controller: the node never holds the authority's key
+# nor a collector's. Each message is acknowledged before the next (a collector's order).
+for topic, key, value in json.load(open(sys.argv[2])):
+    p.produce(topic, key=bytes.fromhex(key), value=bytes.fromhex(value))
+    assert p.flush(60) == 0
+"""
+
+
+SECRET = b"molecule-lab-secret-0123456789"
+ALICE, BOB = pseudonymize(SECRET, "alice"), pseudonymize(SECRET, "bob")
+COLLECTORS = {"c1": ALICE, "c2": BOB}
+
+
+def _authority() -> authority.Authority:
+    key = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "consent" / "authority.key"
+    return authority.load_authority(key)
+
+
+def _erasure(signed: bool) -> list[tuple[str, bytes, bytes]]:
+    """bob's erasure: signed on the controller by the scenario's authority, or forged (unsigned)."""
+    now = datetime.now(UTC)
+    if not signed:
+        msg = ControlMessage(ControlType.ERASURE_REQUESTED, BOB, "c2", now, "forged")
+    else:
+        msg = sign_erasure(_authority(), BOB, "c2", now, "verify")
+    return [(gateway.CONTROL_TOPIC, msg.key, msg.encode())]
+
+
+def _batches(keys: dict[str, identity.CollectorKey]) -> list[tuple[str, bytes, bytes]]:
+    """What two collectors send: their key certificates and grants, then 20 signed batches each
+    (and c1's frames under c2's id signed by c1's key: a forgery, quarantined)."""
+    signer, now = _authority(), datetime.now(UTC).replace(microsecond=0)
+    grant = ConsentRecord("x", frozenset({Scope.MOUSE}), LawfulBasis.CONSENT,
+                          datetime(2026, 1, 1, tzinfo=UTC), datetime(2099, 1, 1, tzinfo=UTC))  # fmt: skip
+    out: list[tuple[str, bytes, bytes]] = []
+    for cid, pseud in COLLECTORS.items():
+        cert = identity.certify(signer, cid, keys[cid].public, now)
+        out.append((gateway.CONTROL_TOPIC, identity.control_key(cid), identity.control_value(cert)))
+        mine = replace(grant, participant_id=pseud.hex())
+        msg = ControlMessage(ControlType.CONSENT_GRANTED, pseud, cid, mine.granted, "verify", mine,
+                             sign_grant(signer, pseud, mine))  # fmt: skip
+        out.append((gateway.CONTROL_TOPIC, msg.key, msg.encode()))
+    for cid, pseud in COLLECTORS.items():
         for b in range(20):
             events = tuple(
                 InputEvent(b * 25 + i, i, 1_795_000_000_000_000_000 + (b * 25 + i) * 1_000_000,
                            DeviceClass.MOUSE, 2, 0, i)
                 for i in range(25)
-            )
-            p.produce(gateway.CAPTURE_TOPIC, key=cid, value=encode_batch(Batch(cid, pseud, events)))
-else:  # a control message made on the controller (hex): the node never holds the authority key
-    value = bytes.fromhex(mode)
-    p.produce(gateway.CONTROL_TOPIC, key=json.loads(value)["pseudonym"].encode(), value=value)
-assert p.flush(60) == 0
-print(pseudonymize(secret, "bob").hex())
-"""
-
-
-SECRET = b"molecule-lab-secret-0123456789"
-BOB = pseudonymize(SECRET, "bob")
-
-
-def _erasure(signed: bool) -> str:
-    """bob's erasure: signed on the controller by the scenario's authority, or forged (unsigned)."""
-    now = datetime.now(UTC)
-    if not signed:
-        return (
-            ControlMessage(ControlType.ERASURE_REQUESTED, BOB, "c2", now, "forged").encode().hex()
-        )
-    key = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "consent" / "authority.key"
-    return sign_erasure(authority.load_authority(key), BOB, "c2", now, "verify").encode().hex()
+            )  # fmt: skip
+            frame = encode_batch(Batch(cid, pseud, events), signer=keys[cid].sign_frame)
+            out.append((gateway.CAPTURE_TOPIC, cid.encode(), frame))
+    forged = tuple(InputEvent(900 + i, i, 1_795_000_000_000_000_000, DeviceClass.MOUSE, 2, 0, i)
+                   for i in range(5))  # fmt: skip
+    out.append((gateway.CAPTURE_TOPIC, b"c2",
+                encode_batch(Batch("c2", BOB, forged), signer=keys["c1"].sign_frame)))  # fmt: skip
+    return out
 
 
 def _status(host) -> dict:
@@ -76,12 +105,12 @@ def _bootstrap(host) -> str:
     raise AssertionError("no bootstrap_servers in the sink config")
 
 
-def _produce(host, mode: str) -> str:
-    cmd = host.run(f"cat > /root/produce.py <<'PYEOF'\n{PRODUCE}\nPYEOF")
-    assert cmd.rc == 0
-    out = host.run(f"{VENV}/bin/python /root/produce.py {_bootstrap(host)} {mode}")
+def _produce(host, messages: list[tuple[str, bytes, bytes]]) -> None:
+    assert host.run(f"cat > /root/produce.py <<'PYEOF'\n{PRODUCE}\nPYEOF").rc == 0
+    doc = json.dumps([(t, k.hex(), v.hex()) for t, k, v in messages])
+    assert host.run(f"cat > /root/messages.json <<'JSONEOF'\n{doc}\nJSONEOF").rc == 0
+    out = host.run(f"{VENV}/bin/python /root/produce.py {_bootstrap(host)} /root/messages.json")
     assert out.rc == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
 
 
 def _audit(host) -> dict:
@@ -139,15 +168,18 @@ def test_the_trust_file_is_deployed_and_named_in_the_config(host):
 
 
 def test_batches_land_exactly_once_then_erasure_leaves_nothing(host):
-    _produce(host, "batches")
+    keys = {cid: identity.CollectorKey(Ed25519PrivateKey.generate(), cid) for cid in COLLECTORS}
+    _produce(host, _batches(keys))
     doc = _wait(lambda: (a := _audit(host))["events"] == 1000 and a, "1000 events on disk")
     assert (
         doc["ok"]
         and doc["collectors"]["c1"]["gaps"] == []
         and doc["collectors"]["c2"]["duplicates"] == 0
     )
-    status = _status(host)
-    assert status["state"] == "running" and status["counters"]["quarantined"] == 0
+    status = _wait(lambda: (st := _status(host))["counters"]["quarantined"] == 1 and st,
+                   "the forged frame quarantined")  # fmt: skip
+    assert status["state"] == "running" and status["counters"]["unauthenticated"] == 1
+    assert status["collector_keys"] == 2 and status["require_collector_auth"] is True
     # auto: O_DIRECT where the volume takes it (the probe below is the store's own)
     probe = host.run(
         f"{VENV}/bin/python -c 'import pathlib, sys; from capturelab.sink.appender import "
@@ -164,7 +196,8 @@ def test_batches_land_exactly_once_then_erasure_leaves_nothing(host):
         _audit(host)["events"] == 1000
         and not host.file(f"/srv/capture/tombstones/{BOB.hex()}.json").exists
     )
-    bob = _produce(host, _erasure(signed=True))
+    _produce(host, _erasure(signed=True))
+    bob = BOB.hex()
     _wait(lambda: host.file(f"/srv/capture/tombstones/{bob}.json").exists, "the tombstone")
     after = _wait(lambda: (a := _audit(host))["events"] == 500 and a, "bob's 500 events erased")
     assert list(after["collectors"]) == ["c1"]
