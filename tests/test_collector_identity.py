@@ -4,6 +4,7 @@ certificate announced before the grant and before any frame, a bad key refused b
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from test_collector_units import Gate
 
 from capturelab import authority, identity
 from capturelab.collector import synth
+from capturelab.collector.cli import render_status
 from capturelab.collector.daemon import Collector
 from capturelab.collector.delivery import Delivery
 from capturelab.collector.spool import Spool
@@ -60,6 +62,7 @@ def test_every_frame_is_signed_and_the_certificate_goes_first(tmp_path: Path):
     for frame in frames:
         assert ring.check(frame, read_header(frame)) == (identity.Verdict.OK, "")
     assert status["frame_key"] == identity.load_key(config.identity_key).key_id  # type: ignore[arg-type]
+    assert re.search(rf"^frame key +{status['frame_key']}$", render_status(status), re.M)
     spooled = list((config.spool_dir / "queue").glob("*"))
     assert spooled == []  # all delivered (and they were signed in the spool: see above)
 

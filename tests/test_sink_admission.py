@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sinkdata import frame, pseudonym
 from test_sink_control import FakeControl, _service
 from test_sink_service import FakeConsumer, Msg
 
+from capturelab.cli import main
 from capturelab.consent import ConsentRecord, LawfulBasis, Scope
 from capturelab.sink.audit import audit
 from capturelab.sink.service import SinkService
@@ -73,7 +75,9 @@ def test_a_frame_whose_key_and_grant_are_still_unread_waits_for_them_and_is_stor
     )
 
 
-def test_frames_no_certified_key_signed_are_quarantined_counted_and_logged(tmp_path, caplog):
+def test_frames_no_certified_key_signed_are_quarantined_counted_and_logged(
+    tmp_path, caplog, capsys
+):
     service, _group, control = _secure(tmp_path)
     control.queue = [_cert("c1", 0), _cert("c2", 1), _grant("p1", 2)]
     service.control_step()
@@ -96,6 +100,15 @@ def test_frames_no_certified_key_signed_are_quarantined_counted_and_logged(tmp_p
     status = tmp_path / "state" / "status.json"
     service.write_status(force=True)
     assert json.loads(status.read_text())["counters"]["unauthenticated"] == 3
+    config = tmp_path / "sink.yml"
+    config.write_text(
+        f"root: {tmp_path}\nbootstrap_servers: 127.0.0.1:9\n"
+        "consent_authority_file: /etc/capturelab/authority.pub\n"
+    )
+    capsys.readouterr()
+    assert main(["sink", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^frames not authenticated +3 \(quarantined; collector keys held: 2;", out, re.M)
 
 
 def test_a_participant_without_a_signed_grant_is_not_kept(tmp_path, caplog):

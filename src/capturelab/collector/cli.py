@@ -100,6 +100,7 @@ def render_status(doc: dict[str, Any]) -> str:
         ("state", f"{doc['state']}: {doc['reason']}"),
         ("consent", f"{consent['status']}, until {consent['expires'] or '-'} ({consent['lawful_basis'] or '-'})"),
         ("scopes", ", ".join(consent["scopes"]) or "-"),
+        ("frame key", doc.get("frame_key", "-")),
         ("secure input", ", ".join(doc["secure_input"]) or "off"),
         ("capturing nothing", ", ".join(doc.get("excluded", [])) or "no (no excluded window, lock or unknown focus)"),
         ("withheld (excluded)", _withheld(counters)),

@@ -56,6 +56,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             "frames refused (grant refused)",
             f"{counters.get('refused', 0)} of {doc.get('refused_participants', 0)} participant(s)",
         ),
+        (
+            "frames not authenticated",
+            f"{counters.get('unauthenticated', 0)} (quarantined; collector keys held: "
+            f"{doc.get('collector_keys', 0)}; required: {doc.get('require_collector_auth', '-')})",
+        ),
+        (
+            "frames without a grant",
+            f"{counters.get('ungranted', 0)} (not kept; required: {doc.get('require_grant', '-')})",
+        ),
         ("erasures / tombstones", f"{doc.get('erasures', 0)} / {doc.get('tombstones', 0)}"),
         (
             "control messages refused",
