@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from consentkit import OTHER, certificate_message, collector_key, granted
 from sinkdata import frame, pseudonym
 from test_sink_control import FakeControl, _service
@@ -23,6 +26,7 @@ from capturelab.cli import main
 from capturelab.consent import ConsentRecord, LawfulBasis, Scope
 from capturelab.sink.audit import audit
 from capturelab.sink.service import SinkService
+from capturelab.sink.store import DiskFullError
 
 TOPIC = "capture.control"
 EVENTS = "capture.events"
@@ -108,7 +112,9 @@ def test_frames_no_certified_key_signed_are_quarantined_counted_and_logged(
     capsys.readouterr()
     assert main(["sink", "status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^frames not authenticated +3 \(quarantined; collector keys held: 2;", out, re.M)
+    assert re.search(
+        r"^frames not authenticated +3 \(quarantined; collector keys held: 2;", out, re.M
+    )
 
 
 def test_a_participant_without_a_signed_grant_is_not_kept(tmp_path, caplog):
@@ -184,3 +190,94 @@ def test_a_frame_outside_every_kept_grants_window_is_not_kept(tmp_path, caplog):
     assert audit(tmp_path).pseudonyms == {}
     assert service.store.counters.ungranted == 1
     assert "no grant signed by the consent authority and kept here covers 2025-12-31" in caplog.text
+
+
+def test_a_frame_is_not_judged_while_the_control_topics_end_is_unknown(tmp_path, monkeypatch):
+    """A broker that cannot say where the control topic ends: nothing is judged, counted or
+    committed; the frame is read again, and stored once the control topic can be read."""
+    service, group, control = _secure(tmp_path)
+    control.queue = [_cert("c1", 0), _grant("p1", 1)]
+
+    def away(*_args: Any, **_kwargs: Any) -> tuple[int, int]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    monkeypatch.setattr(control, "get_watermark_offsets", away)
+    msg = Msg(EVENTS, 0, 3, frame("c1", 0, 5, key=collector_key("c1")))
+    service._process([msg])
+    assert group.seeks == [(EVENTS, 0, 3)]  # read again later, not judged
+    counters = service.store.counters
+    assert (counters.batches, counters.unauthenticated, counters.ungranted) == (0, 0, 0)
+    assert not any((EVENTS, 0, 4) in c for c in group.commits)
+    monkeypatch.undo()
+    service._consumed_at = time.monotonic()  # the redelivery is a later fetch
+    service._process([msg])
+    assert audit(tmp_path).pseudonyms == {pseudonym("p1").hex(): 5}
+
+
+def test_one_catch_up_serves_every_frame_fetched_before_it(tmp_path):
+    service, _group, control = _secure(tmp_path)
+    control.queue = [_cert("c1", 0), _grant("p1", 1)]
+    unknown = [frame(f"c{i}", 0, 5, key=collector_key(f"c{i}")) for i in range(5, 9)]
+    good = frame("c1", 0, 5, key=collector_key("c1"))
+    service._consumed_at = time.monotonic()
+    service._process([Msg(EVENTS, 0, i, f) for i, f in enumerate([*unknown, good])])
+    assert service.status.catch_ups == 1
+    assert service.store.counters.unauthenticated == 4
+    assert audit(tmp_path).pseudonyms == {pseudonym("p1").hex(): 5}
+
+
+def test_a_region_refused_participant_counts_as_refused_without_a_catch_up(tmp_path):
+    service, _group, control = _secure(tmp_path)
+    eu = granted(pseudonym("p2"), replace(GRANT, region="eu"))
+    control.queue = [_cert("c1", 0), Msg(TOPIC, 0, 1, eu.encode())]
+    service.control_step()
+    service._process([Msg(EVENTS, 0, 0, frame("c1", 0, 5, who="p2", key=collector_key("c1")))])
+    counters = service.store.counters
+    assert (counters.refused, counters.ungranted, service.status.catch_ups) == (1, 0, 0)
+
+
+def test_each_participant_without_a_grant_is_logged(tmp_path, caplog):
+    service, _group, control = _secure(tmp_path)
+    control.queue = [_cert("c1", 0)]
+    service.control_step()
+    key = collector_key("c1")
+    with caplog.at_level(logging.WARNING, "capturelab.sink.store"):
+        service._process([
+            Msg(EVENTS, 0, 0, frame("c1", 0, 5, who="x1", key=key)),
+            Msg(EVENTS, 0, 1, frame("c1", 5, 5, who="x2", key=key)),
+            Msg(EVENTS, 0, 2, frame("c1", 10, 5, who="x2", key=key)),
+        ])  # fmt: skip
+    logged = [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()]
+    assert len(logged) == 2 and pseudonym("x1").hex()[:12] in logged[0]
+    assert pseudonym("x2").hex()[:12] in logged[1]
+
+
+def test_a_forgery_for_an_erased_participant_still_counts_as_a_forgery(tmp_path):
+    from consentkit import erasure  # noqa: PLC0415
+
+    service, _group, control = _secure(tmp_path)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    control.queue = [_cert("c1", 0), Msg(TOPIC, 0, 1, erasure(pseudonym("p1"), at).encode())]
+    service.control_step()
+    service._process([Msg(EVENTS, 0, 0, frame("c1", 0, 5, key=collector_key("c9")))])
+    assert service.store.counters.unauthenticated == 1 and service.store.counters.erased == 0
+
+
+def test_a_rollback_during_a_catch_up_rewinds_the_frame_and_what_follows(tmp_path):
+    service, group, control = _secure(tmp_path)
+    control.queue = [_cert("c1", 0), _grant("p1", 1)]
+    service.control_step()
+    key = collector_key("c1")
+    service.store.put(frame("c1", 0, 5, key=key), "consumed before")  # pending, not yet durable
+
+    def full() -> None:
+        raise DiskFullError("test: volume full")
+
+    service.store.flush = full  # type: ignore[method-assign]
+    service._process([
+        Msg(EVENTS, 1, 9, frame("c7", 0, 5, key=collector_key("c7"))),  # unknown: a catch-up
+        Msg(EVENTS, 2, 4, frame("c1", 5, 5, key=key)),
+    ])  # fmt: skip
+    assert service.status.state == "paused"
+    assert set(group.seeks) >= {(EVENTS, 1, 9), (EVENTS, 2, 4)}
+    assert service.store.counters.unauthenticated == 0 and not service._backlog

@@ -102,9 +102,12 @@ class ControlFeed:
             return []
         return self.consumer.consume(num_messages=max_messages, timeout=timeout)
 
-    def behind(self) -> dict[int, int]:
-        """``{partition: high watermark}`` for each partition not read up to its end now (asked
-        of the broker; a partition it cannot answer for is left out)."""
+    def behind(self) -> dict[int, int] | None:
+        """``{partition: high watermark}`` for each partition not read up to its end now, asked
+        of the broker; None when that cannot be known (no partition assigned yet, or a
+        watermark the broker did not give)."""
+        if not self._assigned:
+            return None
         out: dict[int, int] = {}
         for p in sorted(self._assigned):
             try:
@@ -112,10 +115,10 @@ class ControlFeed:
                     TopicPartition(self.topic, p), timeout=5, cached=False
                 )
             except KafkaException as exc:
-                log.warning(
-                    "control topic %s-%d: high watermark unavailable (%s)", self.topic, p, exc
-                )
-                continue
+                log.warning("control topic %s-%d: end unknown (%s)", self.topic, p, exc)
+                return None
+            if high < 0:
+                return None
             if self.next.get(p, 0) < high:
                 out[p] = high
         return out

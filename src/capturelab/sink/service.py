@@ -8,14 +8,16 @@ exactly once. More instances with the same ``group_id`` share the capture partit
 pauses every assigned partition, keeps the unprocessed messages in memory, and resumes when space
 is back; control messages (erasures free space) are still acted on while paused.
 
-Admission (``_admit``): a frame is stored only when a collector key the consent authority
+Admission (``authenticate``, ``cover``): a frame is stored only when a collector key the consent authority
 certified for its collector signed it, and a signed grant of its participant kept here covers
-the frame's first event (granted <= wall clock < revoked or expires). The
-certificates and grants come on the control topic, which the collector writes (and has
-acknowledged) before any frame that needs them. So a frame that cannot be judged yet stops the
-batch: what came before it is made durable, the capture partitions are sought back to it, the
-control topic is read up to its high watermark, and the frame is judged for good when it comes
-again: quarantined (no certified key signed it) or not kept (no grant), counted and logged.
+the frame's first event (granted <= wall clock < revoked or expires). The certificates and grants
+come on the control topic, which the collector writes (and has acknowledged) before any frame
+that needs them. So for a frame that cannot be judged yet, the sink makes what came before it
+durable and acts on the control topic up to the end it has *now* (asked of the broker after the
+frame was fetched, so it holds whatever the frame needs); only then is the frame judged for good:
+quarantined (no certified key signed it) or not kept (no grant), counted and logged. Should the
+control topic not be read to that end (a broker away, 10 s passed), nothing is judged: the
+frame is read again later. One catch-up serves every frame fetched before it was asked.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ RETENTION_EVERY_S = 3600.0
 RESUME_CHECK_S = 2.0
 CONTROL_BATCH = 100
 CATCH_UP_S = 10.0  # how long a frame waits for the control topic to be read to its end
-RECHECK_MAX = 100_000
 
 
 def _window(grant: ConsentRecord) -> tuple[int, int]:
@@ -155,7 +156,7 @@ class SinkService:
             min_free_bytes=config.min_free_bytes,
             erased=self.tombstones.erased,
             refused=lambda pseudonym: self.refusals.get(pseudonym, ""),
-            admit=self._admit,
+            admit=self,
             dictionaries={d.dict_id(): d for d in dictionaries},
             direct_io=DIRECT_IO_MODES[config.direct_io],
         )
@@ -171,9 +172,8 @@ class SinkService:
         self._offsets: dict[tuple[str, int], int] = {}  # next offset to commit
         self._first_pending: dict[tuple[str, int], int] = {}  # first offset since the last commit
         self._backlog: list[Message] = []
-        self._recheck: set[tuple[str, int, int]] = (
-            set()
-        )  # frames to judge for good when redelivered
+        self._consumed_at = 0.0  # when the batch in hand was fetched (time.monotonic)
+        self._caught_up_at = -1.0  # when the last complete catch-up asked for the control's end
         self._paused = False
         self._stop = False
         self._last_status = 0.0
@@ -216,11 +216,13 @@ class SinkService:
             if now - self._last_resume_check >= RESUME_CHECK_S:
                 self._last_resume_check = now
                 self._try_resume()
+            self._consumed_at = time.monotonic()
             held = self.consumer.poll(0.2)  # keeps the group membership alive while paused
             if held is not None and held.error() is None:
                 self._backlog.append(held)  # fetched before the pause took effect: keep it
             self.write_status()
             return
+        self._consumed_at = time.monotonic()
         messages = self.consumer.consume(
             num_messages=self.config.flush_max_messages,
             timeout=self.config.flush_interval_ms / 1000,
@@ -231,48 +233,57 @@ class SinkService:
     # --- processing ----------------------------------------------------------------------------
 
     def _process(self, messages: list[Message]) -> None:
+        consumed_at = self._consumed_at
         for i, msg in enumerate(messages):
             if not _usable(msg, "consumer"):
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            final = (topic, partition, offset) in self._recheck
+            origin = f"{topic}-{partition}-{offset}"
             try:
-                outcome = self.store.put(
-                    msg.value() or b"", f"{topic}-{partition}-{offset}", final=final
-                )
+                # Final at once when the control topic was read to an end asked for after this
+                # batch was fetched: whatever the frame needs was written before that end.
+                final = self._caught_up_at >= consumed_at
+                outcome = self.store.put(msg.value() or b"", origin, final=final)
+                if outcome is Outcome.UNKNOWN:
+                    caught_up = self._catch_up(messages[i:])
+                    if caught_up is None:
+                        return  # rolled back and paused: all of it comes again
+                    if not caught_up:
+                        self._seek_back(messages[i:])  # not judged: read again, judged later
+                        return
+                    outcome = self.store.put(msg.value() or b"", origin, final=True)
             except DiskFullError as exc:
                 self._pause(str(exc), messages[i:])
                 return
-            if outcome is Outcome.UNKNOWN:
-                self._wait_for_control(messages[i:])
-                return
-            self._recheck.discard((topic, partition, offset))
+            if outcome is Outcome.UNKNOWN:  # pragma: no cover - put(final=True) judges
+                raise AssertionError(f"{origin}: not judged with final=True")
             self._offsets[(topic, partition)] = offset + 1
             self._first_pending.setdefault((topic, partition), offset)
         self._checkpoint()
 
-    def _admit(
-        self, frame: bytes, header: FrameHeader, pseudonym: str, wall_ns: int, final: bool
-    ) -> tuple[Admission, str]:
-        """Who sent this frame, and for whom (see the module's docstring)."""
-        if self.config.require_collector_auth:
-            verdict, why = self.keyring.check(frame, header)
-            if verdict is identity.Verdict.BAD or (verdict is identity.Verdict.UNKNOWN and final):
-                return Admission.FORGED, why
-            if verdict is identity.Verdict.UNKNOWN:
-                return Admission.UNKNOWN, why
-        if self.config.require_grant and not self._covered(pseudonym, wall_ns):
-            if not final:
-                return Admission.UNKNOWN, ""
-            return Admission.UNGRANTED, (
-                "no grant signed by the consent authority and kept here covers "
-                f"{_iso(wall_ns)}" if pseudonym in self.granted else
-                "no grant signed by the consent authority is kept for them"
-            )  # fmt: skip
-        return Admission.STORE, ""
+    # --- admission (see the module's docstring) -------------------------------------------------
 
-    def _covered(self, pseudonym: str, wall_ns: int) -> bool:
-        return any(start <= wall_ns < end for start, end in self.granted.get(pseudonym, ()))
+    def authenticate(self, frame: bytes, header: FrameHeader, final: bool) -> tuple[Admission, str]:
+        if not self.config.require_collector_auth:
+            return Admission.STORE, ""
+        verdict, why = self.keyring.check(frame, header)
+        if verdict is identity.Verdict.OK:
+            return Admission.STORE, ""
+        if verdict is identity.Verdict.UNKNOWN and not final:
+            return Admission.UNKNOWN, why
+        return Admission.FORGED, why
+
+    def cover(self, pseudonym: str, wall_ns: int, final: bool) -> tuple[Admission, str]:
+        windows = self.granted.get(pseudonym, ())
+        if not self.config.require_grant or any(a <= wall_ns < b for a, b in windows):
+            return Admission.STORE, ""
+        if not final:
+            return Admission.UNKNOWN, ""
+        if windows:
+            return Admission.UNGRANTED, (
+                f"no grant signed by the consent authority and kept here covers {_iso(wall_ns)}"
+            )
+        return Admission.UNGRANTED, "no grant signed by the consent authority is kept for them"
 
     def _load_windows(self) -> dict[str, list[tuple[int, int]]]:
         """The windows of every grant kept on this array that the authority signed."""
@@ -284,23 +295,38 @@ class SinkService:
             out[path.stem] = [_window(g) for g in kept]
         return out
 
-    def _wait_for_control(self, rest: list[Message]) -> None:
-        """The first of ``rest`` needs the control topic read further: seek back to it, make
-        what came before durable, read the control topic to its end, and judge it when it
-        comes again (``final``)."""
-        first = rest[0]
-        if len(self._recheck) >= RECHECK_MAX:
-            self._recheck.clear()
-        self._recheck.add((first.topic() or "", first.partition() or 0, first.offset() or 0))
-        self._seek_back(rest)
-        if not self._checkpoint():
-            return
-        self.status.catch_ups += 1
-        deadline = time.monotonic() + CATCH_UP_S
+    def _catch_up(self, rest: list[Message]) -> bool | None:
+        """Make what came before ``rest`` durable, then act on the control topic up to the end
+        it has now. True: read to that end; False: not (a broker away, too slow; nothing was
+        judged); None: a rollback paused intake, and every partition was sought back to its
+        first uncommitted message, ``rest`` included (held in the backlog meanwhile)."""
+        held = [m for m in rest if m.error() is None]
+        self._backlog[:0] = held
+        try:
+            if not self._checkpoint():
+                return None
+            self.status.catch_ups += 1
+            asked = time.monotonic()
+            done = self._read_control_to_end()
+        finally:
+            if not self._paused:
+                del self._backlog[: len(held)]
+        if self._paused:
+            return None
+        if done:
+            self._caught_up_at = asked
+        return done
+
+    def _read_control_to_end(self) -> bool:
+        self.control.refresh(force=True)
         behind = self.control.behind()
-        while behind and time.monotonic() < deadline:
+        if behind is None:
+            return False
+        deadline = time.monotonic() + CATCH_UP_S
+        while behind and not self._paused and time.monotonic() < deadline:
             self.control_step(timeout=0.2)
             behind = {p: h for p, h in behind.items() if self.control.next.get(p, 0) < h}
+        return not behind and not self._paused
 
     def control_step(self, timeout: float = 0) -> None:
         """Act on the control messages that arrived, in order; keep the position once durable."""

@@ -1,7 +1,7 @@
 """Segment files: append, fsync, recover. Every batch lands once or is quarantined, never dropped,
 except the batches of an erased participant, or of one whose grant was refused (``refused``) or
-who has no signed grant here (``admit``): those are counted and not kept. A batch that no key
-certified for its collector signed (``admit``) is quarantined and counted.
+who has no signed grant here (``Admitter.cover``): those are counted and not kept. A batch that
+no key certified for its collector signed (``Admitter.authenticate``) is quarantined and counted.
 
 Durability protocol (the sink commits Kafka offsets only after ``flush`` returns):
 
@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import zstandard
 
@@ -68,7 +69,7 @@ class Outcome(enum.Enum):
 
 
 class Admission(enum.Enum):
-    """The storage tier's verdict on who sent a frame and for whom (``AdmitCheck``)."""
+    """The storage tier's verdict on who sent a frame and for whom (``Admitter``)."""
 
     STORE = "store"
     UNKNOWN = "unknown"  # not known yet (only when not final): its key or grant may be on its way
@@ -103,9 +104,30 @@ class _Open:
 
 ErasedCheck = Callable[[str, int], bool]
 RefusedCheck = Callable[[str], str]  # pseudonym -> why its frames are refused ('' = stored)
-# (frame, header, pseudonym, first event's wall clock, final) -> verdict and why; UNKNOWN only
-# when not final
-AdmitCheck = Callable[[bytes, FrameHeader, str, int, bool], tuple[Admission, str]]
+
+
+class Admitter(Protocol):
+    """The storage tier's admission rules (``SinkService``); each answers UNKNOWN only when not
+    ``final``. Asked in this order: who sent it, then (after the erased and refused checks) for
+    whom."""
+
+    def authenticate(self, frame: bytes, header: FrameHeader, final: bool) -> tuple[Admission, str]:
+        """STORE, UNKNOWN or FORGED: did a key certified for ``header.collector_id`` sign it?"""
+        ...
+
+    def cover(self, pseudonym: str, wall_ns: int, final: bool) -> tuple[Admission, str]:
+        """STORE, UNKNOWN or UNGRANTED: does a kept signed grant cover this participant then?"""
+        ...
+
+
+class _AdmitAll:
+    def authenticate(self, frame: bytes, header: FrameHeader, final: bool) -> tuple[Admission, str]:
+        return Admission.STORE, ""
+
+    def cover(self, pseudonym: str, wall_ns: int, final: bool) -> tuple[Admission, str]:
+        return Admission.STORE, ""
+
+
 NS_PER_HOUR = 3_600_000_000_000
 STATVFS_EVERY_S = 1.0
 STATVFS_MARGIN = 64 << 20  # re-check free space once the estimate is this close to the reserve
@@ -121,7 +143,7 @@ class SegmentStore:
         dictionaries: Mapping[int, zstandard.ZstdCompressionDict] | None = None,
         erased: ErasedCheck | None = None,
         refused: RefusedCheck | None = None,
-        admit: AdmitCheck | None = None,
+        admit: Admitter | None = None,
         full_decode: bool = False,
         direct_io: bool | None = None,
         write_chunk: int = WRITE_CHUNK,
@@ -133,8 +155,8 @@ class SegmentStore:
         self.dictionaries = dict(dictionaries or {})
         self.is_erased: ErasedCheck = erased or (lambda _p, _w: False)
         self.refusal: RefusedCheck = refused or (lambda _p: "")
-        self.admit: AdmitCheck = admit or (lambda _f, _h, _p, _w, _final: (Admission.STORE, ""))
-        self.last_refused = ""
+        self.admit: Admitter = admit or _AdmitAll()
+        self.last_refused = ("", "")  # (pseudonym, why) logged last: each participant once
         # False: header + CRC32C + pseudonym prefix only (the CRC covers every byte); True: also
         # decode every event (the dataset builder does that anyway).
         self.full_decode = full_decode
@@ -241,9 +263,6 @@ class SegmentStore:
             header.count,
             header.crc,
         )
-        if self.is_erased(pseudonym, wall_ns):
-            self.counters.erased += 1
-            return Outcome.ERASED
         admitted = self._admit(
             frame, header, pseudonym=pseudonym, wall_ns=wall_ns, origin=origin, final=final
         )
@@ -346,32 +365,39 @@ class SegmentStore:
         self, frame: bytes, header: FrameHeader, *, pseudonym: str, wall_ns: int, origin: str,
         final: bool,
     ) -> Outcome | None:  # fmt: skip
-        """None when the frame may be stored; else what became of it."""
-        verdict, why = self.admit(frame, header, pseudonym, wall_ns, final)
-        if verdict is Admission.STORE:
-            return self._refused(pseudonym, origin)
-        if verdict is Admission.UNKNOWN:
+        """None when the frame may be stored; else what became of it. A forgery is a forgery
+        whoever it names; only then the erased, refused and grant checks."""
+        verdict, why = self.admit.authenticate(frame, header, final)
+        if verdict is Admission.UNKNOWN and not final:
             return Outcome.UNKNOWN
-        if verdict is Admission.FORGED:
+        if verdict is not Admission.STORE:
             self.counters.unauthenticated += 1
             self.quarantine(frame, origin, f"not authenticated: {why}", pseudonym=pseudonym)
             return Outcome.QUARANTINED
-        self.counters.ungranted += 1
-        self._log_refusal(origin, pseudonym, why)
-        return Outcome.REFUSED
+        return self._for_whom(pseudonym, wall_ns, origin, final)
 
-    def _refused(self, pseudonym: str, origin: str) -> Outcome | None:
+    def _for_whom(self, pseudonym: str, wall_ns: int, origin: str, final: bool) -> Outcome | None:
+        if self.is_erased(pseudonym, wall_ns):
+            self.counters.erased += 1
+            return Outcome.ERASED
         refused = self.refusal(pseudonym)
-        if not refused:
-            return None
-        self.counters.refused += 1
-        self._log_refusal(origin, pseudonym, refused)
-        return Outcome.REFUSED
+        if refused:
+            self.counters.refused += 1
+            self._log_refusal(origin, pseudonym, refused)
+            return Outcome.REFUSED
+        verdict, why = self.admit.cover(pseudonym, wall_ns, final)
+        if verdict is Admission.UNKNOWN and not final:
+            return Outcome.UNKNOWN
+        if verdict is not Admission.STORE:
+            self.counters.ungranted += 1
+            self._log_refusal(origin, pseudonym, why)
+            return Outcome.REFUSED
+        return None
 
     def _log_refusal(self, origin: str, pseudonym: str, why: str) -> None:
-        if why != self.last_refused:
+        if (pseudonym, why) != self.last_refused:
             log.warning("%s: frames of %s... not stored: %s", origin, pseudonym[:12], why)
-            self.last_refused = why
+            self.last_refused = (pseudonym, why)
 
     # --- quarantine ----------------------------------------------------------------------------
 
