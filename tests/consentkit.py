@@ -70,4 +70,4 @@ def certificate(
 def certificate_message(collector: str, **kwargs: object) -> tuple[bytes, bytes]:
     """(key, value) of the control message that announces ``certificate(collector, ...)``."""
     cert = certificate(collector, **kwargs)  # type: ignore[arg-type]
-    return identity.control_key(collector), identity.control_value(cert)
+    return identity.control_key(cert), identity.control_value(cert)

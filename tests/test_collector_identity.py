@@ -20,7 +20,7 @@ from capturelab.collector.cli import render_status
 from capturelab.collector.daemon import Collector
 from capturelab.collector.delivery import Delivery
 from capturelab.collector.spool import Spool
-from capturelab.schema import read_header
+from capturelab.schema import frame_trailer, read_header
 
 ISSUED = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -76,12 +76,53 @@ def test_a_certificate_for_another_collector_or_key_is_refused_by_name(tmp_path:
         _refused(c, "collector key refused (")
         assert "certifies collector 'c2', this is 'c1'" in c.reason
         assert str(config.identity_certificate) in c.reason
-        assert c.status()["frame_key"].startswith("none (the key was refused")
+        assert c.status()["frame_key"] == "refused (see reason)"
         # the operator deploys the right certificate: capture starts, same process
         _identity(tmp_path)
         time.sleep(0.05)
         _capturing(c)
     assert [json.loads(v)["type"] for _t, v in Gate.sent][:1] == ["collector_key"]
+
+
+def test_a_key_refused_mid_capture_still_seals_what_was_captured_with_the_certified_key(
+    tmp_path: Path,
+):
+    collector_config(tmp_path, "127.0.0.1:9092")
+    config = collector_config(tmp_path, "127.0.0.1:9092", **_identity(tmp_path))
+    write_consent(config.consent_file, ["keys:timing", "mouse"])
+    key = identity.load_key(tmp_path / "collector.key")
+    Gate.open, Gate.sent = True, []
+    injector = synth.FifoInjector(config.inject_dir)
+    with running(Collector(config, producer_factory=Gate)) as c:
+        _capturing(c)
+        synth.play(synth.build_session(4, 5, canaries=False), injector, 0)
+        assert synth.wait_drained(injector, 10)
+        (tmp_path / "collector.key").chmod(0o644)  # the key is refused now
+        time.sleep(0.05)
+        (tmp_path / "collector.cert.json").touch()
+        _refused(c, "the collector key has mode 0644")
+        assert c.status()["frame_key"] == (
+            f"refused (see reason); what was captured before is sealed with {key.key_id}"
+        )
+        wait_for(c.settled, "what was held sealed and sent")
+    injector.close()
+    frames = [v for t, v in Gate.sent if t == "capture.events"]
+    assert frames
+    for data in frames:
+        header = read_header(data)
+        assert header.signed, "a frame went unsigned"
+        assert frame_trailer(data, header)[0].hex() == key.key_id
+
+
+def test_the_certificate_is_announced_even_while_consent_is_refused(tmp_path: Path):
+    collector_config(tmp_path, "127.0.0.1:9092")
+    config = collector_config(tmp_path, "127.0.0.1:9092", **_identity(tmp_path))
+    write_consent(config.consent_file, ["keys:timing"], expires="2026-01-02T00:00:00Z")
+    Gate.open, Gate.sent = True, []
+    with running(Collector(config, producer_factory=Gate)) as c:
+        _refused(c, "consent expired")
+        wait_for(c.settled, "the certificate sent")
+    assert [json.loads(v)["type"] for _t, v in Gate.sent] == ["collector_key"]
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path):

@@ -160,6 +160,9 @@ def test_keygen_and_certify_on_the_command_line(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main([*args, "--collector", "Pi 1"]) == 2
     assert "--collector: collector id 'Pi 1' must be" in capsys.readouterr().err
+    stamp = pub.stat().st_mtime_ns
+    assert main(["collector", "keygen", "--key", str(key), "--public", str(pub)]) == 0
+    assert pub.stat().st_mtime_ns == stamp  # the same public half is not rewritten
     key.chmod(0o644)
     assert main(["collector", "keygen", "--key", str(key), "--public", str(pub)]) == 2
     assert "the collector key has mode 0644" in capsys.readouterr().err
@@ -177,3 +180,24 @@ def test_a_certificate_on_the_control_topic_round_trips():
     doc["collector_id"] = "c2"
     with pytest.raises(InputError, match="m: collector_id differs"):
         identity.control_certificate(json.dumps(doc).encode(), "m")
+
+
+def test_a_damaged_keyring_entry_costs_only_itself_and_is_never_rewritten_away(tmp_path: Path):
+    good, bad = certificate("c1").encode(), certificate("c1", signer=OTHER).encode()
+    (tmp_path / "c1.json").write_text(json.dumps([bad, good]))
+    ring = identity.Keyring(tmp_path, TRUST)
+    assert list(ring.keys["c1"]) == [collector_key("c1").key_id]  # the good one after the bad
+    rotated = identity.CollectorKey(Ed25519PrivateKey.generate(), "c1's next key")
+    assert ring.add(certificate("c1", key=rotated), TRUST, "test")
+    kept = json.loads((tmp_path / "c1.json").read_text())
+    assert kept[:2] == [bad, good] and len(kept) == 3  # the one not used now is still there
+    (tmp_path / "c2.json").write_text(json.dumps([certificate("c1").encode()]))
+    assert "c2" not in identity.Keyring(tmp_path, TRUST).keys  # filed under another id
+    (tmp_path / "c3.json").write_text("{not json")
+    assert set(identity.Keyring(tmp_path, TRUST).keys) == {"c1"}
+
+
+def test_certificate_messages_are_keyed_by_collector_and_key():
+    a, b = certificate("c1"), certificate("c1", key=collector_key("c1-next"))
+    assert identity.control_key(a) != identity.control_key(b)
+    assert identity.control_key(a) == f"collector:c1:{a.key_id}".encode()

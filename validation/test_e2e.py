@@ -547,7 +547,7 @@ def _forged_frames(lab: Lab, node: str, storage: str, *, pseudonym: bytes) -> Re
     before = _sink_status(lab, storage)["counters"]
     producer = Producer(producer_config(f"{host}:{port}", forger))
     producer.produce(str(config["control_topic"]), value=identity.control_value(cert),
-                     key=identity.control_key(forger))  # fmt: skip
+                     key=identity.control_key(cert))  # fmt: skip
     if producer.flush(30):
         raise HostEnvironmentError("the forger's certificate was not acknowledged")
     for data, key in zip(frames, [collector_id] * 3 + [forger], strict=True):

@@ -190,8 +190,10 @@ def check_own(
 # --- On the control topic ------------------------------------------------------------------------
 
 
-def control_key(collector_id: str) -> bytes:
-    return f"collector:{collector_id}".encode()
+def control_key(certificate: Certificate) -> bytes:
+    """Keyed by collector and key: the compacted control topic keeps every certified key of a
+    collector, so frames signed before a rotation still verify on a sink built later."""
+    return f"collector:{certificate.collector_id}:{certificate.key_id}".encode()
 
 
 def control_value(certificate: Certificate) -> bytes:
@@ -239,20 +241,32 @@ class Keyring:
     def __init__(self, directory: Path, trust: Trust) -> None:
         self.directory = directory
         self.keys: dict[str, dict[str, Certificate]] = {}
+        # Every document of each file as read, used or not: rewriting a file never drops one
+        # that failed here (a trust file being rotated, say) and may verify later.
+        self._docs: dict[str, list[Any]] = {}
         for path in sorted(directory.glob("*.json")):
             self._load(path, trust)
 
     def _load(self, path: Path, trust: Trust) -> None:
         try:
             docs = json.loads(path.read_text())
-            if not isinstance(docs, list):
-                raise InputError(f"{path}: expected a list of certificates")
-            for i, doc in enumerate(docs):
+        except (OSError, ValueError) as exc:
+            log.error("collector keyring: %s: unreadable (%s): none of its keys is used", path, exc)
+            return
+        if not isinstance(docs, list):
+            log.error("collector keyring: %s: not a list of certificates: not used", path)
+            return
+        self._docs[path.stem] = docs
+        for i, doc in enumerate(docs):
+            try:
                 certificate = parse_certificate(doc, f"{path}[{i}]")
                 certificate.verify(trust, f"{path}[{i}]")
-                self.keys.setdefault(certificate.collector_id, {})[certificate.key_id] = certificate
-        except (OSError, ValueError, InputError) as exc:
-            log.error("collector keyring: %s: not used", exc)
+                if certificate.collector_id != path.stem:
+                    raise InputError(f"{path}[{i}]: certifies {certificate.collector_id!r}")
+            except InputError as exc:
+                log.error("collector keyring: %s: this certificate is not used", exc)
+                continue
+            self.keys.setdefault(certificate.collector_id, {})[certificate.key_id] = certificate
 
     def add(self, certificate: Certificate, trust: Trust, where: str) -> bool:
         """Keep a certificate (durably) once verified; False when it was kept already."""
@@ -261,8 +275,9 @@ class Keyring:
         if certificate.key_id in known:
             return False
         known[certificate.key_id] = certificate
+        docs = self._docs.setdefault(certificate.collector_id, [])
+        docs.append(certificate.encode())
         self.directory.mkdir(parents=True, exist_ok=True)
-        docs = [c.encode() for _, c in sorted(known.items())]
         write_atomic(
             self.directory / f"{certificate.collector_id}.json",
             json.dumps(docs, indent=1).encode() + b"\n",

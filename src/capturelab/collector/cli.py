@@ -201,8 +201,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     """This collector's frame-signing key: created once (0600), never replaced; the public half
     is (re)written for the controller to certify (``capturelab consent certify``)."""
     key, created = identity.ensure_key(args.key)
-    write_atomic(args.public, key.public_pem())
-    args.public.chmod(0o644)
+    try:
+        same = args.public.read_bytes() == key.public_pem()
+    except OSError:
+        same = False
+    if not same:
+        write_atomic(args.public, key.public_pem())
+        args.public.chmod(0o644)
     state = "created" if created else "exists"
     print(f"collector key {key.key_id} {state}: private {args.key} (0600), public {args.public}")
     return 0

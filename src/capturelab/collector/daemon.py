@@ -294,6 +294,16 @@ class Collector:
         """The collector key's frame signer while the gate holds a certified key."""
         return None if self.gate.key is None else self.gate.key.sign_frame
 
+    def _frame_key(self) -> str:
+        """Which key signs the frames, or why none does."""
+        key = self.gate.key
+        if self.config.identity_key is None:
+            return "unsigned: identity_key is not set"
+        if self.gate.key_refused:
+            held = f"; what was captured before is sealed with {key.key_id}" if key else ""
+            return f"refused (see reason){held}"
+        return key.key_id if key else "not loaded yet"
+
     def _events_per_s(self) -> float:
         now = time.monotonic()
         last_t, last_read, rate = self._rate
@@ -319,13 +329,7 @@ class Collector:
             },
             "pseudonym": self.pseudonym.hex()[:12] if self.pseudonym else None,
             # Whose key signs the frames: its id, or why frames go unsigned.
-            "frame_key": self.gate.key.key_id
-            if self.gate.key
-            else (
-                "unsigned: identity_key is not set"
-                if self.config.identity_key is None
-                else "none (the key was refused: see reason)"
-            ),
+            "frame_key": self._frame_key(),
             "secure_input": sorted(self.edge.secure_reasons) if self.edge else [],
             "excluded": sorted(self.edge.excluded_reasons) if self.edge else [],
             "lock_screen_check": self.lock_check,

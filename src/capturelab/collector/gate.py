@@ -90,7 +90,7 @@ class ConsentGate:
         self._published = self._load_published()
         self.key: identity.CollectorKey | None = None
         self.certificate: identity.Certificate | None = None
-        self._key_refused = ""
+        self.key_refused = ""
 
     # --- the record ---------------------------------------------------------------------------
 
@@ -118,8 +118,11 @@ class ConsentGate:
         log.info("consent record %s: signed by authority key %s", path, signed.signature.key)
 
     def _load_identity(self, trust: Trust) -> None:
-        """This collector's key and certificate, checked against the trust (when configured)."""
-        self.key, self.certificate, self._key_refused = None, None, ""
+        """This collector's key and certificate, checked against the trust (when configured).
+
+        A refused key stops capture, but ``key`` keeps the last certified one: what was captured
+        under it is still sealed with it (never unsigned, never with a key nobody announced)."""
+        self.key_refused = ""
         key_path, cert_path = self.config.identity_key, self.config.identity_certificate
         if key_path is None or cert_path is None:
             return
@@ -128,10 +131,11 @@ class ConsentGate:
             certificate = identity.load_certificate(cert_path)
             identity.check_own(key, certificate, self.config.collector_id, trust, str(cert_path))
         except InputError as exc:
-            self._key_refused = f"collector key refused ({exc}): nothing is captured"
-            log.error("%s", self._key_refused)
+            self.key_refused = f"collector key refused ({exc}): nothing is captured"
+            log.error("%s", self.key_refused)
             return
         self.key, self.certificate = key, certificate
+        self._publish_certificate()
         log.info("collector key %s, certified by authority key %s", key.key_id,
                  certificate.signature.key)  # fmt: skip
 
@@ -142,9 +146,9 @@ class ConsentGate:
         if record is None:
             self.decision = None
             return Verdict(False, self._missing)
-        if self._key_refused:
+        if self.key_refused:
             self.decision = None
-            return Verdict(False, self._key_refused)
+            return Verdict(False, self.key_refused)
         decision = decide(record, self.clock())
         self.decision = decision
         if not decision.allowed:
@@ -160,7 +164,6 @@ class ConsentGate:
             return Verdict(False, reason)
         self._logged_refusal = ""
         pseudonym = pseudonymize(self.secret, record.participant_id)
-        self._publish_certificate()
         self._publish_grant(record, pseudonym)
         return Verdict(True, decision.reason, decision.scopes, pseudonym, exclude=record.exclude)
 
@@ -197,7 +200,7 @@ class ConsentGate:
             return
         self.spool.put_control(
             self.config.control_topic,
-            identity.control_key(self.config.collector_id),
+            identity.control_key(self.certificate),
             identity.control_value(self.certificate),
         )
         self._remember(marker)

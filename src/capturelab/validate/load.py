@@ -104,7 +104,7 @@ class Admission:
         producer.produce(
             self.control_topic,
             value=identity.control_value(certificate),
-            key=identity.control_key(collector_id),
+            key=identity.control_key(certificate),
             callback=report,
         )
         producer.produce(self.control_topic, value=message.encode(), key=message.key,

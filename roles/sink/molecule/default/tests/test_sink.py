@@ -71,7 +71,7 @@ def _batches(keys: dict[str, identity.CollectorKey]) -> list[tuple[str, bytes, b
     out: list[tuple[str, bytes, bytes]] = []
     for cid, pseud in COLLECTORS.items():
         cert = identity.certify(signer, cid, keys[cid].public, now)
-        out.append((gateway.CONTROL_TOPIC, identity.control_key(cid), identity.control_value(cert)))
+        out.append((gateway.CONTROL_TOPIC, identity.control_key(cert), identity.control_value(cert)))
         mine = replace(grant, participant_id=pseud.hex())
         msg = ControlMessage(ControlType.CONSENT_GRANTED, pseud, cid, mine.granted, "verify", mine,
                              sign_grant(signer, pseud, mine))  # fmt: skip
