@@ -281,3 +281,17 @@ def test_a_rollback_during_a_catch_up_rewinds_the_frame_and_what_follows(tmp_pat
     assert service.status.state == "paused"
     assert set(group.seeks) >= {(EVENTS, 1, 9), (EVENTS, 2, 4)}
     assert service.store.counters.unauthenticated == 0 and not service._backlog
+
+
+def test_forgeries_past_the_days_allowance_are_counted_not_kept(tmp_path, monkeypatch):
+    from capturelab.sink import store  # noqa: PLC0415
+
+    monkeypatch.setattr(store, "FORGED_KEPT_PER_DAY", 2)
+    service, _group, control = _secure(tmp_path)
+    control.queue = [_cert("c1", 0)]
+    service.control_step()
+    forged = [frame("c1", 5 * i, 5, key=collector_key("c9")) for i in range(4)]
+    service._process([Msg(EVENTS, 0, i, f) for i, f in enumerate(forged)])
+    counters = service.store.counters
+    assert (counters.unauthenticated, counters.forged_not_kept) == (4, 2)
+    assert len(list((tmp_path / "quarantine").rglob("*.frame"))) == 2

@@ -87,6 +87,7 @@ class Counters:
     refused: int = 0
     quarantined: int = 0
     unauthenticated: int = 0  # quarantined: no certified collector key signed them
+    forged_not_kept: int = 0  # of those, past the day's quarantine allowance: counted only
     ungranted: int = 0  # not kept: their participant has no signed grant on this node
     recovered_bytes_cut: int = 0
 
@@ -129,6 +130,7 @@ class _AdmitAll:
 
 
 NS_PER_HOUR = 3_600_000_000_000
+FORGED_KEPT_PER_DAY = 1000  # forged frames quarantined per claimed collector and day
 STATVFS_EVERY_S = 1.0
 STATVFS_MARGIN = 64 << 20  # re-check free space once the estimate is this close to the reserve
 
@@ -157,6 +159,7 @@ class SegmentStore:
         self.refusal: RefusedCheck = refused or (lambda _p: "")
         self.admit: Admitter = admit or _AdmitAll()
         self.last_refused = ("", "")  # (pseudonym, why) logged last: each participant once
+        self._forged_kept: dict[tuple[str, str], int] = {}  # (day, claimed collector) -> kept
         # False: header + CRC32C + pseudonym prefix only (the CRC covers every byte); True: also
         # decode every event (the dataset builder does that anyway).
         self.full_decode = full_decode
@@ -371,10 +374,29 @@ class SegmentStore:
         if verdict is Admission.UNKNOWN and not final:
             return Outcome.UNKNOWN
         if verdict is not Admission.STORE:
-            self.counters.unauthenticated += 1
-            self.quarantine(frame, origin, f"not authenticated: {why}", pseudonym=pseudonym)
-            return Outcome.QUARANTINED
+            return self._forged(frame, header, pseudonym=pseudonym, origin=origin, why=why)
         return self._for_whom(pseudonym, wall_ns, origin, final)
+
+    def _forged(
+        self, frame: bytes, header: FrameHeader, *, pseudonym: str, origin: str, why: str
+    ) -> Outcome:
+        """Quarantine a forgery, up to FORGED_KEPT_PER_DAY per claimed collector: beyond that
+        it is counted and logged, not kept (a principal that can write the topic must not be
+        able to fill the array with them)."""
+        self.counters.unauthenticated += 1
+        day = (datetime.now(UTC).date().isoformat(), header.collector_id)
+        kept = self._forged_kept.get(day, 0)
+        if kept >= FORGED_KEPT_PER_DAY:
+            self.counters.forged_not_kept += 1
+            if kept == FORGED_KEPT_PER_DAY:
+                log.error("%s: %d forged frames of collector %r quarantined today: further ones "
+                          "are counted, not kept (%s)", origin, kept, header.collector_id, why)  # fmt: skip
+                self._forged_kept[day] = kept + 1
+            return Outcome.REFUSED
+        self._forged_kept = {k: v for k, v in self._forged_kept.items() if k[0] == day[0]}
+        self._forged_kept[day] = kept + 1
+        self.quarantine(frame, origin, f"not authenticated: {why}", pseudonym=pseudonym)
+        return Outcome.QUARANTINED
 
     def _for_whom(self, pseudonym: str, wall_ns: int, origin: str, final: bool) -> Outcome | None:
         if self.is_erased(pseudonym, wall_ns):
