@@ -113,7 +113,10 @@ def test_frames_no_certified_key_signed_are_quarantined_counted_and_logged(
     assert main(["sink", "status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert re.search(
-        r"^frames not authenticated +3 \(quarantined; collector keys held: 2;", out, re.M
+        r"^frames not authenticated +3 \(quarantined, 0 over the day's allowance only counted; "
+        r"collector keys held: 2;",
+        out,
+        re.M,
     )
 
 

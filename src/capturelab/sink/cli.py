@@ -58,7 +58,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         ),
         (
             "frames not authenticated",
-            f"{counters.get('unauthenticated', 0)} (quarantined; collector keys held: "
+            f"{counters.get('unauthenticated', 0)} (quarantined, "
+            f"{counters.get('forged_not_kept', 0)} over the day's allowance only counted; "
+            "collector keys held: "
             f"{doc.get('collector_keys', 0)}; required: {doc.get('require_collector_auth', '-')})",
         ),
         (
