@@ -438,6 +438,17 @@ def _sink_status(lab: Lab, storage: str) -> dict[str, Any]:
     return doc
 
 
+def _forger_gateway(lab: Lab, storage: str, check: str) -> tuple[dict[str, Any], str] | Result:
+    """The sink's config and the gateway address a forger would use, or the check's skip."""
+    config = read_yaml(lab, storage, "/etc/capturelab/sink.yml")
+    if config.get("security"):
+        return Result(SUITE, check, storage, "skip", tool="kafka producer",
+                      detail="the gateway needs TLS+SCRAM; the forgery checks run on PLAINTEXT "
+                      "labs only so far")  # fmt: skip
+    host, port = first_bootstrap(config, storage, "/etc/capturelab/sink.yml")
+    return config, f"{host}:{port}"
+
+
 def _forgeries_refused(
     lab: Lab, node: str, storage: str, *, root: str, participant: dict[str, Any], prefix: str
 ) -> Result:
@@ -445,12 +456,10 @@ def _forgeries_refused(
     a collector would: an unsigned erasure of the live participant, that participant's own
     signed (still live) grant sent as an erasure, and a grant signed by a key nobody trusts.
     The sink must refuse all three and erase nothing."""
-    config = read_yaml(lab, storage, "/etc/capturelab/sink.yml")
-    if config.get("security"):
-        return Result(SUITE, "forged-control-refused", storage, "skip", tool="kafka producer",
-                      detail="the gateway needs TLS+SCRAM; the forgery check runs on PLAINTEXT "
-                      "labs only so far")  # fmt: skip
-    host, port = first_bootstrap(config, storage, "/etc/capturelab/sink.yml")
+    gateway = _forger_gateway(lab, storage, "forged-control-refused")
+    if isinstance(gateway, Result):
+        return gateway
+    config, bootstrap = gateway
     secret = str(lab.var(node, "collector_lab_secret", "")).encode()
     pseudonym = pseudonymize(secret, participant["participant_id"])
     collector_id = str(_status(lab, node)["collector_id"])
@@ -474,7 +483,7 @@ def _forgeries_refused(
         ),
     ]
     before = int(_sink_status(lab, storage).get("refused_control_messages", 0))
-    producer = Producer(producer_config(f"{host}:{port}", f"validation-forger-{collector_id}"))
+    producer = Producer(producer_config(bootstrap, f"validation-forger-{collector_id}"))
     for message in forgeries:
         producer.produce(str(config["control_topic"]), value=message.encode(), key=message.key)
     if producer.flush(30):
@@ -517,12 +526,10 @@ def _forged_frames(lab: Lab, node: str, storage: str, *, pseudonym: bytes) -> Re
     certified, one signed by a key the authority certified for another collector; and one
     frame signed by a properly certified key for a participant who never consented. The sink
     must quarantine the first three and keep none of the four (counted; none stored)."""
-    config = read_yaml(lab, storage, "/etc/capturelab/sink.yml")
-    if config.get("security"):
-        return Result(SUITE, "forged-frames-refused", storage, "skip", tool="kafka producer",
-                      detail="the gateway needs TLS+SCRAM; the forgery check runs on PLAINTEXT "
-                      "labs only so far")  # fmt: skip
-    host, port = first_bootstrap(config, storage, "/etc/capturelab/sink.yml")
+    gateway = _forger_gateway(lab, storage, "forged-frames-refused")
+    if isinstance(gateway, Result):
+        return gateway
+    config, bootstrap = gateway
     root = str(config["root"])
     collector_id = str(_status(lab, node)["collector_id"])
     forger = f"validation-forger-{uuid.uuid4().hex[:8]}"
@@ -545,7 +552,7 @@ def _forged_frames(lab: Lab, node: str, storage: str, *, pseudonym: bytes) -> Re
         encode_batch(batch(forger, bytes(32), 0), signer=certified.sign_frame),
     ]
     before = _sink_status(lab, storage)["counters"]
-    producer = Producer(producer_config(f"{host}:{port}", forger))
+    producer = Producer(producer_config(bootstrap, forger))
     producer.produce(str(config["control_topic"]), value=identity.control_value(cert),
                      key=identity.control_key(cert))  # fmt: skip
     if producer.flush(30):
