@@ -194,18 +194,8 @@ def test_round_trip_with_librdkafka_over_tls_scram(ip, hv, secure):
         pytest.skip("TLS and SCRAM are off in this scenario")
     from confluent_kafka import Consumer, Producer  # noqa: PLC0415 - only the secure case needs it
 
-    ca = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki" / "ca.crt"
-    secret = hv["kafka_principal_secret"]
-
     def conf(principal: str) -> dict[str, str]:
-        return {
-            "bootstrap.servers": f"{ip}:{SASL_PORT}",
-            "security.protocol": "SASL_SSL",
-            "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": principal,
-            "sasl.password": _filters().kafka_scram_password(secret, principal),
-            "ssl.ca.location": str(ca),
-        }
+        return _librdkafka(ip, hv, principal)
 
     marker = uuid.uuid4().hex.encode()
     producer = Producer({**conf("collector-test"), "acks": "all", "enable.idempotence": True})
@@ -220,6 +210,50 @@ def test_round_trip_with_librdkafka_over_tls_scram(ip, hv, secure):
         found = msg is not None and msg.error() is None and msg.value() == marker
     consumer.close()
     assert found, "the sink principal did not read the record over TLS + SCRAM"
+
+
+def _librdkafka(ip: str, hv, principal: str) -> dict[str, str]:
+    """confluent-kafka settings for ``principal`` over TLS + SCRAM, trusting the lab CA only."""
+    ca = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki" / "ca.crt"
+    return {
+        "bootstrap.servers": f"{ip}:{SASL_PORT}",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": principal,
+        "sasl.password": _filters().kafka_scram_password(hv["kafka_principal_secret"], principal),
+        "ssl.ca.location": str(ca),
+    }
+
+
+def test_acl_the_sink_cannot_write_and_a_collector_reads_no_topic(ip, hv, secure):
+    """Issue 18 part 2's ACLs by name: collectors write (capture, control) and read nothing;
+    the sink reads and writes nothing."""
+    if not secure:
+        pytest.skip("the sim's PLAINTEXT listener has no principals or ACLs")
+    from confluent_kafka import Consumer, KafkaError, Producer  # noqa: PLC0415
+
+    errors: list[int] = []
+    sink = Producer({**_librdkafka(ip, hv, "sink"), "message.timeout.ms": 20000})
+    for topic in (CAPTURE_TOPIC, CONTROL_TOPIC):
+        sink.produce(topic, value=b"forged", key=b"sink",
+                     on_delivery=lambda err, _m: errors.append(err.code() if err else 0))  # fmt: skip
+    sink.flush(40)
+    assert errors == [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 2, errors
+    reader = Consumer({**_librdkafka(ip, hv, "collector-test"), "group.id": "collector-test",
+                       "auto.offset.reset": "earliest"})  # fmt: skip
+    reader.subscribe([CONTROL_TOPIC])
+    refused = None
+    deadline = time.monotonic() + 30
+    while refused is None and time.monotonic() < deadline:
+        msg = reader.poll(1.0)
+        if msg is not None and msg.error() is not None:
+            refused = msg.error().code()
+        assert msg is None or msg.error() is not None, "a collector read the control topic"
+    reader.close()
+    assert refused in (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+    ), refused
 
 
 def test_acl_denies_a_collector_reading(host, ip, hv, secure):
