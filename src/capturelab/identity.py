@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -312,9 +312,6 @@ class Keyring:
         return None
 
 
-def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 def digest(certificate: Certificate) -> str:
+    """What the collector remembers of a certificate it announced."""
     return hashlib.sha256(control_value(certificate)).hexdigest()
